@@ -1,0 +1,85 @@
+"""Turn a composed run config into the objects of a run (DataModule, model, trainer, callbacks).
+
+This is the one place that calls ``hydra.utils.instantiate``; the models and
+DataModules know nothing about Hydra and take plain arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.errors import ConfigError, RnnlabError
+
+log = logging.getLogger(__name__)
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """``instantiate`` that surfaces an ``RnnlabError`` raised inside a constructor as itself."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, RnnlabError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from exc
+        raise
+
+
+def class_of(target: str) -> type:
+    return get_class(target)
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    datamodule = build(cfg.data)
+    datamodule.prepare_data()  # vocabulary size is needed to build the model
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
+    return build(cfg.model, vocab_size=datamodule.vocab_size, padding_idx=datamodule.pad_index)
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None and "_target_" in node:
+            callbacks.append(build(node))
+        elif node is not None:
+            raise ConfigError(f"callbacks.{name} has no _target_; set it to null to disable it")
+    return callbacks
+
+
+def build_logger(cfg: DictConfig) -> Any:
+    node = cfg.get("logger")
+    if not node:
+        return False
+    return [build(v) for v in node.values() if v is not None] or False
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
+    return build(cfg.trainer, callbacks=callbacks, logger=logger)
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Fail before training when results could not be written (read-only disk, a file in the way)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to the output folder {path} ({exc}); set paths.output_dir=... or hydra.run.dir=...") from exc
+    return path
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -1,0 +1,35 @@
+"""How the entry scripts report failure: one actionable line for a user error, and in a
+multirun a failed job is recorded (its metrics.json) while the sweep goes on."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from rnnlab.errors import RnnlabError
+
+log = logging.getLogger("rnnlab")
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    try:
+        return task(cfg)
+    except Exception as exc:
+        log.debug("details", exc_info=True)  # the full traceback goes to the run's log file
+        if _in_multirun():
+            log.error("job failed, sweep continues: %s: %s", type(exc).__name__, exc)
+            return None
+        if isinstance(exc, RnnlabError):
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        raise

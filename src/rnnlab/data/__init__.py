@@ -1,0 +1,1 @@
+"""DataModules and the pieces they share: finding files, tokenising, caching, batching."""

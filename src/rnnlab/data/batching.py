@@ -1,0 +1,144 @@
+"""Variable-length sequences in, padded batches out: padding per batch, never to a global maximum.
+
+Sequences are stored as one flat tensor plus offsets (cheap to cache and to slice);
+a length-bucketed batch sampler groups similar lengths so little padding is computed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset, Sampler
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Batch:
+    """Token ids ``[B, T]``, true lengths ``[B]`` (kept on CPU for packing) and targets."""
+
+    tokens: Tensor
+    lengths: Tensor
+    targets: Tensor
+
+    def __len__(self) -> int:
+        return self.tokens.size(0)
+
+    def pin_memory(self) -> Batch:
+        return Batch(self.tokens.pin_memory(), self.lengths, self.targets.pin_memory())
+
+
+def ragged_from_lists(sequences: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+    """Flatten lists of ids into ``(flat, offsets)`` with ``offsets[i]:offsets[i+1]`` the i-th sequence."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    offsets = torch.zeros(len(sequences) + 1, dtype=torch.long)
+    torch.cumsum(lengths, 0, out=offsets[1:])
+    flat = torch.tensor([t for s in sequences for t in s], dtype=torch.int32)
+    return flat, offsets
+
+
+class RaggedSequences(Dataset):
+    """Sequence ``i`` is ``flat[offsets[i]:offsets[i+1]]``; ``labels`` optional (language models have none)."""
+
+    def __init__(self, flat: Tensor, offsets: Tensor, labels: Tensor | None = None, max_length: int | None = None):
+        self.flat, self.offsets, self.labels = flat, offsets, labels
+        self.max_length = max_length
+        lengths = offsets[1:] - offsets[:-1]
+        self.lengths = lengths if max_length is None else lengths.clamp(max=max_length)
+
+    def __len__(self) -> int:
+        return self.offsets.numel() - 1
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor | None]:
+        start = int(self.offsets[i])
+        seq = self.flat[start : start + int(self.lengths[i])].long()
+        return seq, (self.labels[i] if self.labels is not None else None)
+
+
+def collate_classification(items: list[tuple[Tensor, Tensor]], pad_index: int) -> Batch:
+    seqs = [s for s, _ in items]
+    return Batch(
+        tokens=pad_sequence(seqs, batch_first=True, padding_value=pad_index),
+        lengths=torch.tensor([s.numel() for s in seqs], dtype=torch.long),
+        targets=torch.stack([y for _, y in items]),
+    )
+
+
+def collate_language_model(items: list[tuple[Tensor, object]], pad_index: int) -> Batch:
+    """Inputs are a sequence without its last token, targets the same sequence shifted by one."""
+    seqs = [s for s, _ in items]
+    return Batch(
+        tokens=pad_sequence([s[:-1] for s in seqs], batch_first=True, padding_value=pad_index),
+        lengths=torch.tensor([s.numel() - 1 for s in seqs], dtype=torch.long),
+        targets=pad_sequence([s[1:] for s in seqs], batch_first=True, padding_value=IGNORE_INDEX),
+    )
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length, sharded across DDP ranks.
+
+    Indices are shuffled, cut into pools of ``batch_size * pool_factor``, sorted by
+    length inside each pool, cut into batches, and the batches shuffled again: the
+    order stays random while a batch pads to nearly its own length. Without shuffle
+    the whole set is sorted by length (evaluation: order does not change metrics).
+    Training shards keep the same batch count on every rank so DDP never waits on
+    a missing batch; evaluation shards may differ by one.
+    """
+
+    def __init__(
+        self,
+        lengths: Tensor,
+        batch_size: int,
+        shuffle: bool = True,
+        bucket: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        pool_factor: int = 50,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.lengths = lengths
+        self.batch_size, self.shuffle, self.bucket = batch_size, shuffle, bucket
+        self.drop_last, self.seed, self.pool_factor = drop_last, seed, pool_factor
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[list[int]]:
+        n = self.lengths.numel()
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if not self.shuffle:
+            order = torch.argsort(self.lengths, stable=True) if self.bucket else torch.arange(n)
+            return [b.tolist() for b in order.split(self.batch_size)]
+        order = torch.randperm(n, generator=generator)
+        if self.bucket:
+            pool = self.batch_size * self.pool_factor
+            pools = [p[torch.argsort(self.lengths[p], stable=True)] for p in order.split(pool)]
+            order = torch.cat(pools)
+        batches = list(order.split(self.batch_size))
+        if self.drop_last and batches and batches[-1].numel() < self.batch_size:
+            batches.pop()
+        permutation = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i].tolist() for i in permutation]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._all_batches()
+        if self.shuffle and self.num_replicas > 1:
+            batches = batches[: len(batches) // self.num_replicas * self.num_replicas]
+        yield from batches[self.rank :: self.num_replicas]
+
+    def __len__(self) -> int:
+        n = self.lengths.numel()
+        count = n // self.batch_size if (self.drop_last and self.shuffle) else math.ceil(n / self.batch_size)
+        if self.shuffle:
+            return count // self.num_replicas
+        return len(range(self.rank, count, self.num_replicas))

@@ -1,0 +1,69 @@
+"""Tokenise once: cache the integer tensors, keyed by the source's fingerprint and the settings.
+
+A cache file is written atomically and carries its own key, so a half-written or
+stale file is never loaded as good: it is rebuilt instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnlab.io import atomic_write, file_sha256
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """Content hash of a file; for a folder, a hash of every file's relative path, size and mtime."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_key(**parts: Any) -> str:
+    """Stable key of the preprocessing inputs; any change of a setting gives a new cache file."""
+    blob = json.dumps({"format": CACHE_FORMAT, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class TensorCache:
+    """One folder of ``<name>-<key>.pt`` files holding dicts of tensors, strings and numbers."""
+
+    def __init__(self, cache_dir: str | os.PathLike, name: str):
+        self.cache_dir = Path(cache_dir).expanduser().resolve()
+        self.name = name
+
+    def path(self, key: str) -> Path:
+        return self.cache_dir / f"{self.name}-{key[:20]}.pt"
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, corrupt, or written by an incompatible version
+            log.warning("Ignoring unreadable cache %s (%s); rebuilding it.", path, exc)
+            return None
+        if not isinstance(payload, dict) or payload.get("__key__") != key:
+            log.warning("Ignoring cache %s: its key does not match; rebuilding it.", path)
+            return None
+        return payload
+
+    def save(self, key: str, payload: dict[str, Any]) -> Path:
+        payload = {**payload, "__key__": key}
+        return atomic_write(self.path(key), lambda tmp: torch.save(payload, tmp))

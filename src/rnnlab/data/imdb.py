@@ -1,0 +1,183 @@
+"""IMDb many-to-one sentiment (Large Movie Review Dataset, aclImdb v1) as a LightningDataModule.
+
+Reads the official archive or its extracted folder, tokenises every review once
+(Raschka's tokeniser), splits the 25k training reviews 20k/5k by a fixed seed,
+builds the vocabulary from the 20k only, and caches the integer tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from rnnlab.data.base import CachedTextDataModule
+from rnnlab.data.batching import RaggedSequences, collate_classification, ragged_from_lists
+from rnnlab.data.sources import RemoteFile, find_or_download
+from rnnlab.data.text import PAD, UNK, Vocabulary, imdb_tokenize
+from rnnlab.errors import ConfigError, DataFormatError
+
+log = logging.getLogger(__name__)
+
+IMDB_REMOTE = RemoteFile(
+    url="https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+    filename="aclImdb_v1.tar.gz",
+    md5="7c2ac02c03563afcf9b574c7e56c153a",
+)
+LABELS = {"neg": 0, "pos": 1}
+
+Review = tuple[str, int, str]  # (path inside aclImdb, label, text)
+
+
+def _review_key(parts: list[str]) -> tuple[str, str] | None:
+    """``[..., split, pos|neg|unsup, <id>_<rating>.txt]`` → (split, folder), else None."""
+    if len(parts) < 3 or not parts[-1].endswith(".txt"):
+        return None
+    split, folder = parts[-3], parts[-2]
+    if split in ("train", "test") and folder in ("pos", "neg", "unsup"):
+        return split, folder
+    return None
+
+
+def _iter_archive(path: Path) -> Iterator[tuple[list[str], bytes]]:
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                if member.isfile() and _review_key(member.name.split("/")):
+                    yield member.name.split("/"), archive.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataFormatError(
+            f"{path}: cannot read the IMDb archive ({exc}). It is truncated or corrupt: delete it and "
+            f"download {IMDB_REMOTE.url} again, or put the extracted aclImdb/ folder beside it."
+        ) from exc
+
+
+def _iter_folder(root: Path) -> Iterator[tuple[list[str], bytes]]:
+    for file in root.rglob("*.txt"):
+        parts = list(file.relative_to(root.parent).parts)
+        if _review_key(parts):
+            yield parts, file.read_bytes()
+
+
+def read_reviews(source: Path, folders: tuple[str, ...] = ("pos", "neg")) -> dict[str, list[Review]]:
+    """``{"train": [...], "test": [...], "unsup": [...]}`` sorted by path, so every run sees one order."""
+    out: dict[str, list[Review]] = {"train": [], "test": [], "unsup": []}
+    items = _iter_archive(source) if source.is_file() else _iter_folder(source)
+    for parts, raw in items:
+        split, folder = _review_key(parts)
+        if folder not in folders:
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataFormatError(
+                f"{source}: {'/'.join(parts)} is not UTF-8 (byte {exc.start}); the archive is corrupt."
+            ) from exc
+        key = "unsup" if folder == "unsup" else split
+        out[key].append(("/".join(parts[-3:]), LABELS.get(folder, -1), text))
+    for reviews in out.values():
+        reviews.sort(key=lambda r: r[0])
+    for split in ("train", "test"):
+        labels = {label for _, label, _ in out[split]}
+        if labels != {0, 1}:
+            raise DataFormatError(
+                f"{source}: expected {split}/pos and {split}/neg reviews (aclImdb layout), "
+                f"found labels {sorted(labels)} in {len(out[split])} files."
+            )
+    return out
+
+
+class IMDBDataModule(CachedTextDataModule):
+    """Binary sentiment: 20k train / 5k val from the official train set, the official 25k test set."""
+
+    cache_name = "imdb"
+
+    def __init__(
+        self,
+        val_size: int = 5000,
+        split_seed: int = 1,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        max_length: int | None = None,
+        **common: Any,
+    ):
+        super().__init__(**common)
+        if val_size <= 0:
+            raise ConfigError(f"data.val_size must be positive, got {val_size}")
+        if max_length is not None and max_length <= 0:
+            raise ConfigError(f"data.max_length must be positive or null, got {max_length}")
+        self.val_size, self.split_seed = val_size, split_seed
+        self.min_freq, self.max_size, self.max_length = min_freq, max_size, max_length
+        self.datasets: dict[str, RaggedSequences] = {}
+
+    def find_source(self) -> Path:
+        folder = self.data_dir / "imdb"
+        return find_or_download(
+            [folder / IMDB_REMOTE.filename, folder / "aclImdb"],
+            IMDB_REMOTE,
+            "IMDb reviews (aclImdb v1)",
+            allow_download=self.download,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "val_size": self.val_size,
+            "split_seed": self.split_seed,
+            "min_freq": self.min_freq,
+            "max_size": self.max_size,
+            "tokenizer": "imdb_tokenize/v1",
+        }
+
+    def make_vocab(self, itos: list[str]) -> Vocabulary:
+        return Vocabulary(itos, unk=UNK, pad=PAD)
+
+    def build(self, source: Path) -> dict[str, Any]:
+        reviews = read_reviews(source)
+        train_all = reviews["train"]
+        if self.val_size >= len(train_all):
+            raise ConfigError(
+                f"data.val_size={self.val_size} leaves no training reviews ({len(train_all)} in {source})"
+            )
+        generator = torch.Generator().manual_seed(self.split_seed)
+        perm = torch.randperm(len(train_all), generator=generator).tolist()
+        n_train = len(train_all) - self.val_size
+        splits = {
+            "train": [train_all[i] for i in perm[:n_train]],
+            "val": [train_all[i] for i in perm[n_train:]],
+            "test": reviews["test"],
+        }
+        tokens = {name: [imdb_tokenize(text) for _, _, text in rows] for name, rows in splits.items()}
+        vocab = Vocabulary.build(
+            tokens["train"], specials=(PAD, UNK), min_freq=self.min_freq, max_size=self.max_size
+        )
+        payload: dict[str, Any] = {"itos": vocab.itos, "splits": {}}
+        for name, rows in splits.items():
+            flat, offsets = ragged_from_lists([vocab.encode(t) for t in tokens[name]])
+            labels = torch.tensor([label for _, label, _ in rows], dtype=torch.float32)
+            payload["splits"][name] = {"flat": flat, "offsets": offsets, "labels": labels}
+        return payload
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = self.load_payload()["splits"]
+        self.datasets = {
+            name: RaggedSequences(s["flat"], s["offsets"], s["labels"], max_length=self.max_length)
+            for name, s in splits.items()
+        }
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        return self.sequence_loader(dataset, dataset.lengths, collate_classification, train=train)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,47 @@
+"""``evaluate(cfg)``: test metrics of a checkpoint, written to ``metrics.json`` of the eval run folder.
+
+The checkpoint carries the config it was trained with, so evaluation rebuilds the
+same DataModule (with this machine's data and cache folders) and the same model class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.builders import build, build_trainer, check_output_dir, class_of
+from rnnlab.checkpoints import load_checkpoint, run_config
+from rnnlab.run_record import RunRecord, save_command, scalar_metrics
+
+
+def datamodule_from_run(run: dict[str, Any], cfg: DictConfig):
+    """The run's DataModule, reading data from this machine's folders rather than the trainer's."""
+    data = dict(run["data"])
+    data["data_dir"] = cfg.paths.data_dir
+    data["cache_dir"] = cfg.paths.cache_dir
+    datamodule = build(OmegaConf.create(data))
+    datamodule.prepare_data()
+    return datamodule
+
+
+def load_model(run: dict[str, Any], checkpoint: dict[str, Any]):
+    """The trained module, rebuilt from its saved hyper-parameters and weights."""
+    model = class_of(run["model"]["_target_"])(**checkpoint["hyper_parameters"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    output_dir = check_output_dir(cfg.paths.output_dir)
+    with RunRecord(output_dir, seed=cfg.get("seed")) as record:
+        save_command(output_dir)
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        run = run_config(checkpoint, cfg.ckpt_path)
+        record.update({"ckpt_path": str(cfg.ckpt_path)})
+        datamodule = datamodule_from_run(run, cfg)
+        model = load_model(run, checkpoint)
+        trainer = build_trainer(cfg, callbacks=[], logger=False)
+        trainer.test(model, datamodule=datamodule)
+        record.update(scalar_metrics(trainer.callback_metrics))
+    return record.data

@@ -1,0 +1,1 @@
+"""The shared recurrent encoder and the LightningModules built on it."""

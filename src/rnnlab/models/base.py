@@ -1,0 +1,51 @@
+"""What the LightningModules share: the encoder built from flat hyper-parameters, and an
+optimizer / LR schedule that come from the config as partials (never hard-coded here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class RecurrentModule(pl.LightningModule):
+    """Base class: holds the optimizer/scheduler factories handed over by Hydra (``_partial_: true``)."""
+
+    def __init__(
+        self,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/loss",
+    ):
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = (self.optimizer_factory or torch.optim.Adam)(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.scheduler_interval,
+                "monitor": self.scheduler_monitor,
+            },
+        }
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Log the gradient norm (before clipping) so exploding gradients show up in TensorBoard."""
+        if self.trainer.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
+            norm = nn.utils.get_total_norm([p.grad for p in self.parameters() if p.grad is not None])
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)

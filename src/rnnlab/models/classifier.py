@@ -1,0 +1,110 @@
+"""Many-to-one sequence classifier: encoder → pooled features → MLP → logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
+
+from rnnlab.data.batching import Batch
+from rnnlab.errors import ConfigError
+from rnnlab.models.base import OptimizerFactory, RecurrentModule, SchedulerFactory
+from rnnlab.models.encoder import SequenceEncoder, check_positive
+
+POOLINGS = ("last", "mean", "max", "meanmax")
+
+
+def pool(outputs: Tensor, lengths: Tensor, how: str) -> Tensor:
+    """Masked mean and/or max over time; padding never enters either."""
+    mask = (torch.arange(outputs.size(1), device=outputs.device).unsqueeze(0) < lengths.to(outputs.device).unsqueeze(1))
+    mask = mask.unsqueeze(-1)
+    parts = []
+    if how in ("mean", "meanmax"):
+        parts.append((outputs * mask).sum(1) / mask.sum(1).clamp(min=1))
+    if how in ("max", "meanmax"):
+        parts.append(outputs.masked_fill(~mask, float("-inf")).amax(1))
+    return torch.cat(parts, dim=-1)
+
+
+class SequenceClassifier(RecurrentModule):
+    """Binary (one logit, ``BCEWithLogitsLoss``) or multi-class (cross-entropy) classifier."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 20,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        head_dropout: float = 0.0,
+        pooling: str = "last",
+        fc_hidden: int = 64,
+        num_classes: int = 2,
+        padding_idx: int | None = 0,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/loss",
+    ):
+        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        if pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling={pooling!r} is not allowed; choose one of {', '.join(POOLINGS)}")
+        check_positive(fc_hidden=fc_hidden)
+        if num_classes < 2:
+            raise ConfigError(f"model.num_classes must be at least 2, got {num_classes}")
+        self.encoder = SequenceEncoder(
+            vocab_size, embed_dim, hidden_size, num_layers, cell, bidirectional, dropout, embed_dropout, padding_idx
+        )
+        features = self.encoder.output_size * (2 if pooling == "meanmax" else 1)
+        self.binary = num_classes == 2
+        self.head = nn.Sequential(
+            nn.Linear(features, fc_hidden),
+            nn.ReLU(),
+            nn.Dropout(head_dropout),
+            nn.Linear(fc_hidden, 1 if self.binary else num_classes),
+        )
+        task: dict[str, Any] = {"task": "binary"} if self.binary else {"task": "multiclass", "num_classes": num_classes}
+        self.train_metrics = MetricCollection({"acc": Accuracy(**task)}, prefix="train/")
+        evaluation = MetricCollection({"acc": Accuracy(**task), "f1": F1Score(**task), "auroc": AUROC(**task)})
+        self.val_metrics = evaluation.clone(prefix="val/")
+        self.test_metrics = evaluation.clone(prefix="test/")
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        outputs, state = self.encoder(tokens, lengths)
+        pooling = self.hparams.pooling
+        features = self.encoder.last_hidden(state) if pooling == "last" else pool(outputs, lengths, pooling)
+        logits = self.head(features)
+        return logits.squeeze(-1) if self.binary else logits
+
+    def _loss_and_scores(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        logits = self(batch.tokens, batch.lengths)
+        if self.binary:
+            loss = F.binary_cross_entropy_with_logits(logits, batch.targets.float())
+            return loss, torch.sigmoid(logits), batch.targets.long()
+        targets = batch.targets.long()
+        return F.cross_entropy(logits, targets), logits.softmax(-1), targets
+
+    def _step(self, batch: Batch, stage: str, metrics: MetricCollection) -> Tensor:
+        loss, scores, targets = self._loss_and_scores(batch)
+        metrics.update(scores.detach(), targets)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
+                 batch_size=len(batch), sync_dist=not on_step)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(batch))
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train", self.train_metrics)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "test", self.test_metrics)

@@ -1,0 +1,81 @@
+"""``train(cfg)``: fit, test the best checkpoint, leave a complete run folder. Called by scripts/train.py."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.builders import (
+    build_callbacks,
+    build_datamodule,
+    build_logger,
+    build_model,
+    build_trainer,
+    check_output_dir,
+    resolved,
+)
+from rnnlab.checkpoints import StoreRunConfig
+from rnnlab.io import atomic_write_text
+from rnnlab.run_record import RunRecord, save_command, scalar_metrics
+
+log = logging.getLogger(__name__)
+
+
+def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
+def _log_hparams(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Hyper-parameters with the final metrics, so TensorBoard's HPARAMS tab compares runs side by side."""
+    params = {
+        k: v
+        for k, v in _flatten(config).items()
+        if not k.startswith(("paths.", "hydra.", "callbacks.", "logger."))
+    }
+    finals = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params, metrics=finals)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    value = tree if isinstance(tree, (int, float, str, bool)) or tree is None else str(tree)
+    return {prefix[:-1]: "null" if value is None else value}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job; returns the metrics also written to ``<output_dir>/metrics.json``."""
+    output_dir = check_output_dir(cfg.paths.output_dir)
+    with RunRecord(output_dir, seed=cfg.get("seed")) as record:
+        pl.seed_everything(cfg.seed, workers=True)
+        config = resolved(cfg)
+        atomic_write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(config))
+        save_command(output_dir)
+
+        datamodule = build_datamodule(cfg)
+        model = build_model(cfg, datamodule)
+        trainer = build_trainer(cfg, build_callbacks(cfg) + [StoreRunConfig(config)], build_logger(cfg))
+
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training interrupted; resume with ckpt_path=<run>/checkpoints/last.ckpt")
+        record.update(scalar_metrics(trainer.callback_metrics))
+        checkpoint = _checkpoint_callback(trainer)
+        if checkpoint is not None and checkpoint.best_model_path:
+            record.update({"best_checkpoint": checkpoint.best_model_path,
+                           "best_score": float(checkpoint.best_model_score)})
+
+        if cfg.get("test_after_fit", True):
+            best = "best" if checkpoint is not None and checkpoint.best_model_path else None
+            trainer.test(model, datamodule=datamodule, ckpt_path=best)
+            record.update(scalar_metrics(trainer.callback_metrics))
+        _log_hparams(trainer, config, record.data)
+    return record.data
