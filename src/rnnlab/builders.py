@@ -77,7 +77,9 @@ def check_output_dir(path: str | Path) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"cannot write to the output folder {path} ({exc}); set paths.output_dir=... or hydra.run.dir=...") from exc
+        raise ConfigError(
+            f"cannot write to the output folder {path} ({exc}); set hydra.run.dir=... (or paths.output_dir=...)"
+        ) from exc
     return path
 
 

@@ -32,9 +32,7 @@ def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
 def _log_hparams(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str, Any]) -> None:
     """Hyper-parameters with the final metrics, so TensorBoard's HPARAMS tab compares runs side by side."""
     params = {
-        k: v
-        for k, v in _flatten(config).items()
-        if not k.startswith(("paths.", "hydra.", "callbacks.", "logger."))
+        k: v for k, v in _flatten(config).items() if not k.startswith(("paths.", "hydra.", "callbacks.", "logger."))
     }
     finals = {k: v for k, v in metrics.items() if isinstance(v, float)}
     for logger in trainer.loggers:
@@ -70,8 +68,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record.update(scalar_metrics(trainer.callback_metrics))
         checkpoint = _checkpoint_callback(trainer)
         if checkpoint is not None and checkpoint.best_model_path:
-            record.update({"best_checkpoint": checkpoint.best_model_path,
-                           "best_score": float(checkpoint.best_model_score)})
+            record.update({"best_checkpoint": checkpoint.best_model_path})
+            if checkpoint.best_model_score is not None:  # not carried back from ddp_spawn workers
+                record.update({"best_score": float(checkpoint.best_model_score)})
 
         if cfg.get("test_after_fit", True):
             best = "best" if checkpoint is not None and checkpoint.best_model_path else None

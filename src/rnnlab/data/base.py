@@ -110,9 +110,7 @@ class CachedTextDataModule(pl.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def sequence_loader(
-        self, dataset: Dataset, lengths, collate: Callable, train: bool
-    ) -> DataLoader:
+    def sequence_loader(self, dataset: Dataset, lengths, collate: Callable, train: bool) -> DataLoader:
         world, rank = self._replicas()
         sampler = BucketBatchSampler(
             lengths,

@@ -87,7 +87,7 @@ class BucketBatchSampler(Sampler[list[int]]):
     order stays random while a batch pads to nearly its own length. Without shuffle
     the whole set is sorted by length (evaluation: order does not change metrics).
     Training shards keep the same batch count on every rank so DDP never waits on
-    a missing batch; evaluation shards may differ by one.
+    a missing batch; evaluation shards split the samples, so every rank has work.
     """
 
     def __init__(
@@ -113,32 +113,34 @@ class BucketBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _all_batches(self) -> list[list[int]]:
-        n = self.lengths.numel()
+    def _training_batches(self) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        if not self.shuffle:
-            order = torch.argsort(self.lengths, stable=True) if self.bucket else torch.arange(n)
-            return [b.tolist() for b in order.split(self.batch_size)]
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(self.lengths.numel(), generator=generator)
         if self.bucket:
             pool = self.batch_size * self.pool_factor
-            pools = [p[torch.argsort(self.lengths[p], stable=True)] for p in order.split(pool)]
-            order = torch.cat(pools)
+            order = torch.cat([p[torch.argsort(self.lengths[p], stable=True)] for p in order.split(pool)])
         batches = list(order.split(self.batch_size))
         if self.drop_last and batches and batches[-1].numel() < self.batch_size:
             batches.pop()
         permutation = torch.randperm(len(batches), generator=generator).tolist()
-        return [batches[i].tolist() for i in permutation]
+        batches = [batches[i].tolist() for i in permutation]
+        if self.num_replicas > 1:  # equal batch counts on every rank
+            batches = batches[: len(batches) // self.num_replicas * self.num_replicas]
+        return batches[self.rank :: self.num_replicas]
+
+    def _evaluation_batches(self) -> list[list[int]]:
+        """Every sample once: this rank's share of the samples, then batched by length."""
+        mine = torch.arange(self.lengths.numel())[self.rank :: self.num_replicas]
+        if self.bucket:
+            mine = mine[torch.argsort(self.lengths[mine], stable=True)]
+        return [b.tolist() for b in mine.split(self.batch_size)]
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._all_batches()
-        if self.shuffle and self.num_replicas > 1:
-            batches = batches[: len(batches) // self.num_replicas * self.num_replicas]
-        yield from batches[self.rank :: self.num_replicas]
+        yield from (self._training_batches() if self.shuffle else self._evaluation_batches())
 
     def __len__(self) -> int:
         n = self.lengths.numel()
-        count = n // self.batch_size if (self.drop_last and self.shuffle) else math.ceil(n / self.batch_size)
-        if self.shuffle:
-            return count // self.num_replicas
-        return len(range(self.rank, count, self.num_replicas))
+        if not self.shuffle:
+            return math.ceil(len(range(self.rank, n, self.num_replicas)) / self.batch_size)
+        count = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return count // self.num_replicas

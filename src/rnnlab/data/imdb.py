@@ -152,9 +152,7 @@ class IMDBDataModule(CachedTextDataModule):
             "test": reviews["test"],
         }
         tokens = {name: [imdb_tokenize(text) for _, _, text in rows] for name, rows in splits.items()}
-        vocab = Vocabulary.build(
-            tokens["train"], specials=(PAD, UNK), min_freq=self.min_freq, max_size=self.max_size
-        )
+        vocab = Vocabulary.build(tokens["train"], specials=(PAD, UNK), min_freq=self.min_freq, max_size=self.max_size)
         payload: dict[str, Any] = {"itos": vocab.itos, "splits": {}}
         for name, rows in splits.items():
             flat, offsets = ragged_from_lists([vocab.encode(t) for t in tokens[name]])

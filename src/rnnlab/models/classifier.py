@@ -19,7 +19,7 @@ POOLINGS = ("last", "mean", "max", "meanmax")
 
 def pool(outputs: Tensor, lengths: Tensor, how: str) -> Tensor:
     """Masked mean and/or max over time; padding never enters either."""
-    mask = (torch.arange(outputs.size(1), device=outputs.device).unsqueeze(0) < lengths.to(outputs.device).unsqueeze(1))
+    mask = torch.arange(outputs.size(1), device=outputs.device).unsqueeze(0) < lengths.to(outputs.device).unsqueeze(1)
     mask = mask.unsqueeze(-1)
     parts = []
     if how in ("mean", "meanmax"):
@@ -95,8 +95,15 @@ class SequenceClassifier(RecurrentModule):
         loss, scores, targets = self._loss_and_scores(batch)
         metrics.update(scores.detach(), targets)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
-                 batch_size=len(batch), sync_dist=not on_step)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=not on_step,
+            prog_bar=True,
+            batch_size=len(batch),
+            sync_dist=not on_step,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(batch))
         return loss
 

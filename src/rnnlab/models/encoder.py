@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -13,7 +11,7 @@ from rnnlab.models.elman import ElmanRNN
 
 CELLS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM, "elman": ElmanRNN}
 
-State = Union[Tensor, tuple[Tensor, Tensor]]
+State = Tensor | tuple[Tensor, Tensor]
 
 
 def check_positive(**values: int | float) -> None:
@@ -62,7 +60,9 @@ class SequenceEncoder(nn.Module):
         )
         self.output_size = hidden_size * self.num_directions
 
-    def forward(self, tokens: Tensor, lengths: Tensor | None = None, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(
+        self, tokens: Tensor, lengths: Tensor | None = None, state: State | None = None
+    ) -> tuple[Tensor, State]:
         x = self.embed_dropout(self.embedding(tokens))
         if lengths is None or bool((lengths == tokens.size(1)).all()):
             return self.rnn(x, state)

@@ -1,0 +1,83 @@
+"""Fixtures: tiny datasets the tests make themselves, and the real Hydra configs composed around them."""
+
+from __future__ import annotations
+
+import os
+import random
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+POSITIVE = ["great", "wonderful", "loved", "brilliant", "superb"]
+NEGATIVE = ["awful", "boring", "hated", "terrible", "dull"]
+FILLER = ["the", "movie", "plot", "actor", "scene", "film", "story", "and", "a", "was"]
+
+
+def real_data_dir() -> Path | None:
+    """The real datasets: $RNNLAB_DATA_DIR, else ../shared/data beside the checkout."""
+    env = os.environ.get("RNNLAB_DATA_DIR")
+    candidate = Path(env) if env else SHARED_DATA
+    return candidate if candidate.is_dir() else None
+
+
+def write_tiny_imdb(root: Path, per_label: int = 24, seed: int = 0) -> Path:
+    """An aclImdb-layout folder whose sentiment is carried by a few marker words."""
+    rng = random.Random(seed)
+    base = root / "imdb" / "aclImdb"
+    for split in ("train", "test"):
+        for label, words in (("pos", POSITIVE), ("neg", NEGATIVE)):
+            folder = base / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_label):
+                body = [rng.choice(FILLER) for _ in range(rng.randint(3, 14))]
+                body.insert(rng.randint(0, len(body)), rng.choice(words))
+                text = " ".join(body).capitalize() + ". <br /><br />" + rng.choice(["", " :)", " :-("])
+                (folder / f"{i}_{rng.randint(1, 10)}.txt").write_text(text, encoding="utf-8")
+    (base / "train" / "unsup").mkdir(parents=True, exist_ok=True)
+    (base / "train" / "unsup" / "0_0.txt").write_text("unlabelled review", encoding="utf-8")
+    return base
+
+
+def tar_folder(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_tiny_imdb(root)
+    return root
+
+
+@pytest.fixture
+def compose_cfg(tiny_data_dir: Path, tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose a real entry config (train/eval) for a quick CPU run on the tiny data."""
+
+    def _compose(*overrides: str, config_name: str = "train", output_dir: Path | None = None) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(
+                config_name,
+                overrides=[
+                    f"paths.data_dir={tiny_data_dir}",
+                    f"paths.cache_dir={tmp_path / 'cache'}",
+                    f"paths.output_dir={output_dir or tmp_path / 'run'}",
+                    "trainer.accelerator=cpu",
+                    "trainer.enable_progress_bar=false",
+                    "trainer.enable_model_summary=false",
+                    *overrides,
+                ],
+            )
+        with open_dict(cfg):
+            cfg.paths.log_dir = str(tmp_path / "outputs")
+        return cfg
+
+    return _compose

@@ -1,0 +1,70 @@
+import torch
+
+from rnnlab.data.batching import (
+    IGNORE_INDEX,
+    BucketBatchSampler,
+    RaggedSequences,
+    collate_classification,
+    collate_language_model,
+    ragged_from_lists,
+)
+
+
+def test_ragged_round_trip_and_collate_shapes():
+    flat, offsets = ragged_from_lists([[5, 6, 7], [8], [9, 10]])
+    ds = RaggedSequences(flat, offsets, torch.tensor([1.0, 0.0, 1.0]))
+    batch = collate_classification([ds[0], ds[1], ds[2]], pad_index=0)
+    assert batch.tokens.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]]
+    assert batch.lengths.tolist() == [3, 1, 2]
+    assert batch.targets.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_max_length_truncates():
+    flat, offsets = ragged_from_lists([[1, 2, 3, 4], [5]])
+    ds = RaggedSequences(flat, offsets, max_length=2)
+    assert ds[0][0].tolist() == [1, 2] and ds.lengths.tolist() == [2, 1]
+
+
+def test_language_model_collate_shifts_targets_and_ignores_padding():
+    flat, offsets = ragged_from_lists([[1, 2, 3, 4], [1, 5, 4]])
+    ds = RaggedSequences(flat, offsets)
+    batch = collate_language_model([ds[0], ds[1]], pad_index=9)
+    assert batch.tokens.tolist() == [[1, 2, 3], [1, 5, 9]]
+    assert batch.targets.tolist() == [[2, 3, 4], [5, 4, IGNORE_INDEX]]
+    assert batch.lengths.tolist() == [3, 2]
+
+
+def test_bucket_sampler_covers_every_index_once_and_groups_lengths():
+    lengths = torch.randint(1, 500, (1000,), generator=torch.Generator().manual_seed(0))
+    sampler = BucketBatchSampler(lengths, batch_size=32, seed=3, pool_factor=10)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    spread = sum(int(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
+    assert spread < 60  # random batches of 32 would spread over ~470
+
+
+def test_bucket_sampler_reshuffles_per_epoch_deterministically():
+    lengths = torch.arange(100)
+    a, b = BucketBatchSampler(lengths, 10, seed=1), BucketBatchSampler(lengths, 10, seed=1)
+    assert list(a) == list(b)
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first
+
+
+def test_bucket_sampler_shards_are_disjoint_and_equal_for_training():
+    lengths = torch.arange(103)
+    shards = [list(BucketBatchSampler(lengths, 10, seed=0, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 5
+    flat = [set(i for b in s for i in b) for s in shards]
+    assert not flat[0] & flat[1]
+
+
+def test_eval_shards_cover_everything():
+    lengths = torch.arange(95)
+    shards = [list(BucketBatchSampler(lengths, 10, shuffle=False, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert sorted(i for s in shards for b in s for i in b) == list(range(95))
+    assert [len(s) for s in shards] == [
+        len(BucketBatchSampler(lengths, 10, shuffle=False, num_replicas=2, rank=r)) for r in (0, 1)
+    ]

@@ -1,0 +1,102 @@
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnlab.errors import ConfigError
+from rnnlab.models.classifier import SequenceClassifier
+from rnnlab.models.elman import ElmanRNN
+from rnnlab.models.encoder import CELLS, SequenceEncoder
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("pooling", ["last", "meanmax"])
+def test_padding_invariance(cell, pooling):
+    torch.manual_seed(0)
+    model = SequenceClassifier(
+        vocab_size=30, embed_dim=8, hidden_size=6, cell=cell, bidirectional=True, pooling=pooling, fc_hidden=5
+    ).eval()
+    tokens = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
+    lengths = torch.tensor([4, 2])
+    padded = torch.cat([tokens, torch.zeros(2, 5, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        assert torch.allclose(model(tokens, lengths), model(padded, lengths), atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+def test_packed_bidirectional_final_states_equal_per_sequence_runs(cell):
+    torch.manual_seed(0)
+    enc = SequenceEncoder(vocab_size=20, embed_dim=5, hidden_size=4, num_layers=2, cell=cell, bidirectional=True)
+    tokens = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0], [8, 9, 10, 0, 0]])
+    lengths = torch.tensor([5, 2, 3])
+    outputs, state = enc(tokens, lengths)
+    batch_last = enc.last_hidden(state)
+    for i, n in enumerate(lengths.tolist()):
+        out_i, state_i = enc(tokens[i : i + 1, :n])
+        assert torch.allclose(batch_last[i], enc.last_hidden(state_i)[0], atol=1e-6)
+        assert torch.allclose(outputs[i, :n], out_i[0], atol=1e-6)
+        assert (outputs[i, n:] == 0).all()
+
+
+def test_unknown_cell_and_bad_sizes_are_config_errors():
+    with pytest.raises(ConfigError, match="allowed: rnn, gru, lstm, elman"):
+        SequenceEncoder(10, 4, 4, cell="transformer")
+    with pytest.raises(ConfigError, match="model.hidden_size"):
+        SequenceEncoder(10, 4, 0)
+    with pytest.raises(ConfigError, match="model.vocab_size"):
+        SequenceEncoder(0, 4, 4)
+
+
+def _copy(src: nn.Module, dst: nn.Module) -> None:
+    dst.load_state_dict(src.state_dict())
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_elman_equals_nn_rnn(num_layers, bidirectional, with_state):
+    torch.manual_seed(0)
+    ref = nn.RNN(6, 5, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
+    ours = ElmanRNN(6, 5, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
+    _copy(ref, ours)
+    assert [n for n, _ in ref.named_parameters()] == [n for n, _ in ours.named_parameters()]
+    x = torch.randn(4, 7, 6)
+    lengths = torch.tensor([7, 3, 5, 1])
+    h0 = torch.randn(num_layers * (2 if bidirectional else 1), 4, 5) if with_state else None
+    results = []
+    for rnn in (ref, ours):
+        rnn.zero_grad()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, h_n = rnn(packed, h0)
+        out, _ = pad_packed_sequence(out, batch_first=True)
+        (out.square().sum() + h_n.sum()).backward()
+        results.append((out, h_n, {n: p.grad.clone() for n, p in rnn.named_parameters()}))
+    (o1, h1, g1), (o2, h2, g2) = results
+    assert torch.allclose(o1, o2, atol=1e-5) and torch.allclose(h1, h2, atol=1e-5)
+    for name in g1:
+        assert torch.allclose(g1[name], g2[name], atol=1e-5), name
+
+
+def test_elman_unpacked_time_major_matches_and_state_dict_moves_back():
+    torch.manual_seed(1)
+    ours = ElmanRNN(3, 4, num_layers=2)
+    ref = nn.RNN(3, 4, num_layers=2)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(6, 2, 3)
+    (o1, h1), (o2, h2) = ref(x), ours(x)
+    assert torch.allclose(o1, o2, atol=1e-6) and torch.allclose(h1, h2, atol=1e-6)
+
+
+def test_tiny_batch_overfits_to_full_accuracy():
+    torch.manual_seed(0)
+    model = SequenceClassifier(vocab_size=12, embed_dim=8, hidden_size=16, fc_hidden=16)
+    tokens = torch.randint(2, 12, (16, 6))
+    lengths = torch.randint(2, 7, (16,))
+    targets = torch.randint(0, 2, (16,)).float()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(model(tokens, lengths), targets)
+        loss.backward()
+        opt.step()
+    assert ((model(tokens, lengths) > 0).float() == targets).all()

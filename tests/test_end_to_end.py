@@ -1,0 +1,86 @@
+"""Runs through the real configs (Hydra compose API) on tiny generated data."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR
+from hydra import compose, initialize_config_dir
+
+from rnnlab.errors import ConfigError
+from rnnlab.evaluate import evaluate
+from rnnlab.train import train
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+QUICK = ("data.val_size=8", "data.batch_size=8", "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    assert cfg.data._target_ and cfg.model._target_ and cfg.trainer._target_
+    assert cfg.monitor.split("/")[0] == "val"
+
+
+@pytest.mark.parametrize("cell", ["gru", "elman"])
+def test_cell_swaps_from_the_command_line(cell, compose_cfg):
+    cfg = compose_cfg("experiment=imdb_lstm", f"model/cell={cell}")
+    assert cfg.model.cell == cell
+
+
+def test_train_checkpoint_eval_round_trip(compose_cfg, tmp_path):
+    run_dir = tmp_path / "train_run"
+    metrics = train(compose_cfg("experiment=imdb_lstm", *QUICK, "trainer.gradient_clip_val=0.5", output_dir=run_dir))
+    assert metrics["status"] == "completed"
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    for key in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/f1",
+        "val/auroc",
+        "test/acc",
+        "test/auroc",
+        "wall_time_s",
+        "seed",
+    ):
+        assert key in on_disk, key
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    best = Path(on_disk["best_checkpoint"])
+    assert best.is_file() and best.name.startswith("best-")
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run_dir / "config_resolved.yaml").is_file()
+
+    eval_dir = tmp_path / "eval_run"
+    result = evaluate(compose_cfg(f"ckpt_path={best}", config_name="eval", output_dir=eval_dir))
+    assert result["status"] == "completed"
+    assert result["test/acc"] == pytest.approx(on_disk["test/acc"], abs=1e-6)
+    assert json.loads((eval_dir / "metrics.json").read_text())["test/acc"] == result["test/acc"]
+
+
+def test_training_is_deterministic_on_cpu(compose_cfg, tmp_path):
+    runs = [train(compose_cfg("experiment=imdb_bilstm", *QUICK, output_dir=tmp_path / f"r{i}")) for i in range(2)]
+    keys = [k for k in runs[0] if k.startswith(("train/", "val/", "test/"))]
+    assert keys and all(runs[0][k] == runs[1][k] for k in keys)
+
+
+def test_config_error_is_recorded_as_failed_before_training(compose_cfg, tmp_path):
+    run_dir = tmp_path / "bad"
+    with pytest.raises(ConfigError, match="model.cell='transformer'"):
+        train(compose_cfg("experiment=imdb_lstm", "model.cell=transformer", "data.val_size=8", output_dir=run_dir))
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and "transformer" in record["error"]
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_fast_dev_run_debug_config(compose_cfg):
+    assert train(compose_cfg("experiment=imdb_lstm", "debug=fdr", "data.val_size=8"))["status"] == "completed"
+
+
+def test_ddp_cpu_two_processes(compose_cfg, tmp_path):
+    run_dir = tmp_path / "ddp"
+    metrics = train(compose_cfg("experiment=imdb_lstm", "trainer=ddp_cpu", *QUICK, output_dir=run_dir))
+    assert metrics["status"] == "completed" and "test/acc" in metrics
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()

@@ -1,0 +1,107 @@
+from collections import Counter
+
+import pytest
+import torch
+from conftest import real_data_dir, tar_folder, write_tiny_imdb
+
+from rnnlab.data.imdb import IMDBDataModule, read_reviews
+from rnnlab.data.text import imdb_tokenize
+from rnnlab.errors import DataFormatError, DataNotFoundError
+
+
+def make_dm(data_dir, cache_dir, **kw):
+    return IMDBDataModule(data_dir=str(data_dir), cache_dir=str(cache_dir), download=False, val_size=8, **kw)
+
+
+def test_split_is_deterministic_disjoint_and_vocab_from_train_only(tiny_data_dir, tmp_path):
+    a = make_dm(tiny_data_dir, tmp_path / "c1")
+    b = make_dm(tiny_data_dir, tmp_path / "c2")
+    a.setup("fit"), b.setup("fit")
+    assert len(a.datasets["train"]) == 40 and len(a.datasets["val"]) == 8 and len(a.datasets["test"]) == 48
+    for split in ("train", "val", "test"):
+        assert torch.equal(a.datasets[split].flat, b.datasets[split].flat)
+    # disjoint and complete: train + val are exactly the 48 training reviews, each once
+    vocab = a.vocab
+    reviews = read_reviews(tiny_data_dir / "imdb" / "aclImdb")["train"]
+    every = Counter(tuple(vocab.encode(imdb_tokenize(text))) for _, _, text in reviews)
+    seen = Counter(tuple(ds[i][0].tolist()) for ds in (a.datasets["train"], a.datasets["val"]) for i in range(len(ds)))
+    assert seen == every
+    # vocabulary from the training part only: every word id occurs in train, <unk> never does
+    train_ids = set(a.datasets["train"].flat.tolist())
+    assert train_ids == set(range(2, len(vocab)))
+    assert vocab.itos[:2] == ["<pad>", "<unk>"]
+
+
+def test_other_split_seed_gives_other_split(tiny_data_dir, tmp_path):
+    a, b = make_dm(tiny_data_dir, tmp_path / "c1"), make_dm(tiny_data_dir, tmp_path / "c2", split_seed=2)
+    a.setup(), b.setup()
+    assert not torch.equal(a.datasets["val"].labels, b.datasets["val"].labels) or not torch.equal(
+        a.datasets["val"].flat, b.datasets["val"].flat
+    )
+
+
+def test_archive_and_folder_read_the_same(tiny_data_dir, tmp_path):
+    folder = tiny_data_dir / "imdb" / "aclImdb"
+    archive = tar_folder(folder, tmp_path / "aclImdb_v1.tar.gz")
+    assert read_reviews(archive) == read_reviews(folder)
+
+
+def test_cache_is_reused_and_rebuilt_when_settings_change(tiny_data_dir, tmp_path, monkeypatch):
+    make_dm(tiny_data_dir, tmp_path).prepare_data()
+    calls = []
+    monkeypatch.setattr(IMDBDataModule, "build", lambda self, src: calls.append(src) or {})
+    make_dm(tiny_data_dir, tmp_path).prepare_data()
+    assert calls == []  # loaded from cache
+    with pytest.raises(KeyError):  # the stub payload proves build ran for new settings
+        make_dm(tiny_data_dir, tmp_path, min_freq=2).prepare_data()
+    assert len(calls) == 1
+
+
+def test_half_written_cache_is_rebuilt(tiny_data_dir, tmp_path):
+    dm = make_dm(tiny_data_dir, tmp_path)
+    dm.prepare_data()
+    cache_file = next(tmp_path.glob("imdb-*.pt"))
+    cache_file.write_bytes(cache_file.read_bytes()[:100])
+    again = make_dm(tiny_data_dir, tmp_path)
+    again.setup()
+    assert len(again.datasets["train"]) == 40
+
+
+def test_missing_data_names_paths_url_and_env_var(tmp_path):
+    with pytest.raises(DataNotFoundError) as err:
+        make_dm(tmp_path / "nowhere", tmp_path).prepare_data()
+    message = str(err.value)
+    for needle in ("aclImdb_v1.tar.gz", "aclImdb", "https://ai.stanford.edu", "RNNLAB_DATA_DIR"):
+        assert needle in message
+
+
+def test_truncated_archive_is_a_clear_error(tmp_path):
+    write_tiny_imdb(tmp_path / "src")
+    archive = tar_folder(tmp_path / "src" / "imdb" / "aclImdb", tmp_path / "full.tar.gz")
+    (tmp_path / "data" / "imdb").mkdir(parents=True)
+    (tmp_path / "data" / "imdb" / "aclImdb_v1.tar.gz").write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(DataFormatError, match="truncated or corrupt"):
+        make_dm(tmp_path / "data", tmp_path / "cache").prepare_data()
+    assert not list((tmp_path / "cache").glob("*.pt"))  # nothing cached as good
+
+
+def test_collate_shapes_and_lengths(tiny_data_dir, tmp_path):
+    dm = make_dm(tiny_data_dir, tmp_path, batch_size=4)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.tokens.shape[0] == 4 and batch.tokens.shape[1] == int(batch.lengths.max())
+    for row, length in zip(batch.tokens, batch.lengths, strict=True):
+        assert (row[length:] == dm.pad_index).all() and (row[:length] != dm.pad_index).all()
+
+
+@pytest.mark.real_data
+def test_real_imdb_has_official_counts(tmp_path):
+    data = real_data_dir()
+    if data is None or not (data / "imdb").exists():
+        pytest.skip("real IMDb data not found: set RNNLAB_DATA_DIR or place ../shared/data beside the checkout")
+    dm = IMDBDataModule(data_dir=str(data), cache_dir=str(tmp_path), download=False)
+    dm.setup()
+    train, val, test = (dm.datasets[s] for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (20000, 5000, 25000)
+    assert int(train.labels.sum() + val.labels.sum()) == 12500
+    assert int(test.labels.sum()) == 12500
