@@ -24,18 +24,34 @@ def test_padding_invariance(cell, pooling):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
-def test_packed_bidirectional_final_states_equal_per_sequence_runs(cell):
+def test_bidirectional_final_features_equal_per_sequence_runs(cell):
     torch.manual_seed(0)
     enc = SequenceEncoder(vocab_size=20, embed_dim=5, hidden_size=4, num_layers=2, cell=cell, bidirectional=True)
     tokens = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0], [8, 9, 10, 0, 0]])
     lengths = torch.tensor([5, 2, 3])
-    outputs, state = enc(tokens, lengths)
-    batch_last = enc.last_hidden(state)
+    outputs, _ = enc(tokens, lengths)
+    batch_last = enc.final_features(outputs, lengths)
     for i, n in enumerate(lengths.tolist()):
-        out_i, state_i = enc(tokens[i : i + 1, :n])
-        assert torch.allclose(batch_last[i], enc.last_hidden(state_i)[0], atol=1e-6)
+        out_i, _ = enc(tokens[i : i + 1, :n])
+        assert torch.allclose(batch_last[i], enc.final_features(out_i, None)[0], atol=1e-6)
         assert torch.allclose(outputs[i, :n], out_i[0], atol=1e-6)
         assert (outputs[i, n:] == 0).all()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_final_features_match_packed_nn_module(cell):
+    """The padded path gives what the packed ``nn.LSTM``/``nn.GRU`` gives (state at each row's end)."""
+    torch.manual_seed(0)
+    enc = SequenceEncoder(vocab_size=20, embed_dim=5, hidden_size=4, num_layers=2, cell=cell)
+    tokens = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0], [8, 9, 10, 0, 0]])
+    lengths = torch.tensor([5, 2, 3])
+    outputs, state = enc(tokens, lengths)
+    assert state is None  # ragged rows: no single final state to hand back
+    packed = pack_padded_sequence(enc.embedding(tokens), lengths, batch_first=True, enforce_sorted=False)
+    ref_out, ref_state = enc.rnn(packed)
+    ref_h = ref_state[0] if isinstance(ref_state, tuple) else ref_state
+    assert torch.allclose(enc.final_features(outputs, lengths), ref_h[-1], atol=1e-6)
+    assert torch.allclose(outputs, pad_packed_sequence(ref_out, batch_first=True)[0], atol=1e-6)
 
 
 def test_unknown_cell_and_bad_sizes_are_config_errors():

@@ -77,9 +77,11 @@ class SequenceClassifier(RecurrentModule):
         self.test_metrics = evaluation.clone(prefix="test/")
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        outputs, state = self.encoder(tokens, lengths)
+        outputs, _ = self.encoder(tokens, lengths)
         pooling = self.hparams.pooling
-        features = self.encoder.last_hidden(state) if pooling == "last" else pool(outputs, lengths, pooling)
+        features = (
+            self.encoder.final_features(outputs, lengths) if pooling == "last" else pool(outputs, lengths, pooling)
+        )
         logits = self.head(features)
         return logits.squeeze(-1) if self.binary else logits
 

@@ -1,13 +1,23 @@
-"""Embedding + recurrent stack: the one encoder every task shares (rnn | gru | lstm | elman)."""
+"""Embedding + recurrent stack: the one encoder every task shares (rnn | gru | lstm | elman).
+
+Variable lengths are handled on padded tensors, not packed sequences: on CPU a packed
+``nn.LSTM`` falls off the fused kernel and its backward pass is ~12x slower (measured:
+105 ms vs 8.8 ms for a 32x240 batch). Results stay exact without packing:
+- a forward direction is causal, so outputs at real steps never see the padding after
+  them; outputs at padded steps are zeroed, and each row's final features are read at
+  its own last step;
+- a reverse direction runs on each row reversed within its own length (padding stays
+  at the end), and its outputs are reversed back.
+Length-bucketed batches keep the padding, and so the wasted compute, small.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.errors import ConfigError
-from rnnlab.models.elman import ElmanRNN
+from rnnlab.models.elman import ElmanRNN, reverse_padded
 
 CELLS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM, "elman": ElmanRNN}
 
@@ -20,12 +30,17 @@ def check_positive(**values: int | float) -> None:
             raise ConfigError(f"model.{key} must be a positive number, got {value!r}")
 
 
-class SequenceEncoder(nn.Module):
-    """Tokens ``[B, T]`` (+ lengths) → per-step outputs ``[B, T, D]`` and the final state.
+def step_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
+    """``[B, T]`` True at real steps."""
+    return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
 
-    With lengths, the recurrent stack runs on a packed sequence: padding costs no
-    compute and the final state of each row is the one at its true end, so appending
-    padding never changes a result.
+
+class SequenceEncoder(nn.Module):
+    """Tokens ``[B, T]`` (+ lengths) → per-step outputs ``[B, T, D]`` (zero at padding) and the final state.
+
+    The state is returned when every row is full length (language models, generation,
+    carried state); with ragged rows it is ``None``, and ``final_features`` gives each
+    row's top-layer features at its true end.
     """
 
     def __init__(
@@ -47,31 +62,62 @@ class SequenceEncoder(nn.Module):
         if not 0.0 <= dropout < 1.0 or not 0.0 <= embed_dropout < 1.0:
             raise ConfigError(f"model dropouts must be in [0, 1), got dropout={dropout}, embed_dropout={embed_dropout}")
         self.cell, self.num_layers, self.hidden_size = cell, num_layers, hidden_size
+        self.bidirectional = bidirectional
         self.num_directions = 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
         self.embed_dropout = nn.Dropout(embed_dropout)
-        self.rnn = CELLS[cell](
-            embed_dim,
-            hidden_size,
-            num_layers=num_layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,
-        )
+        rnn = CELLS[cell]
+        if bidirectional:  # per layer, one module per direction: each direction sees its own padding-free order
+            self.layers = nn.ModuleList(
+                nn.ModuleList(
+                    rnn(embed_dim if i == 0 else 2 * hidden_size, hidden_size, batch_first=True) for _ in range(2)
+                )
+                for i in range(num_layers)
+            )
+            self.layer_dropout = nn.Dropout(dropout)
+        else:
+            self.rnn = rnn(
+                embed_dim,
+                hidden_size,
+                num_layers=num_layers,
+                batch_first=True,
+                dropout=dropout if num_layers > 1 else 0.0,
+            )
         self.output_size = hidden_size * self.num_directions
 
     def forward(
         self, tokens: Tensor, lengths: Tensor | None = None, state: State | None = None
-    ) -> tuple[Tensor, State]:
+    ) -> tuple[Tensor, State | None]:
         x = self.embed_dropout(self.embedding(tokens))
-        if lengths is None or bool((lengths == tokens.size(1)).all()):
-            return self.rnn(x, state)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, state = self.rnn(packed, state)
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=tokens.size(1))
-        return outputs, state
+        ragged = lengths is not None and bool((lengths != tokens.size(1)).any())
+        if self.bidirectional:
+            if state is not None:
+                raise ConfigError("a bidirectional encoder cannot continue from a carried state")
+            return self._bidirectional(x, lengths if ragged else None), None
+        outputs, state = self.rnn(x, state)
+        if not ragged:
+            return outputs, state
+        return outputs * step_mask(lengths, x.size(1), x.device).unsqueeze(-1), None
 
-    def last_hidden(self, state: State) -> Tensor:
-        """The top layer's final hidden state, both directions concatenated: ``[B, D]``."""
-        hidden = state[0] if isinstance(state, tuple) else state
-        return torch.cat(list(hidden[-self.num_directions :]), dim=-1)
+    def _bidirectional(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        mask = step_mask(lengths, x.size(1), x.device).unsqueeze(-1) if lengths is not None else None
+        for i, (forward_rnn, reverse_rnn) in enumerate(self.layers):
+            if i > 0:
+                x = self.layer_dropout(x)
+            ahead, _ = forward_rnn(x)
+            behind, _ = reverse_rnn(reverse_padded(x, lengths))
+            x = torch.cat([ahead, reverse_padded(behind, lengths)], dim=-1)
+            if mask is not None:
+                x = x * mask
+        return x
+
+    def final_features(self, outputs: Tensor, lengths: Tensor | None) -> Tensor:
+        """Top layer at each row's true end (forward direction) and at its start (reverse direction)."""
+        if lengths is None:
+            last = outputs[:, -1]
+        else:
+            index = (lengths.to(outputs.device) - 1).clamp(min=0)
+            last = outputs[torch.arange(outputs.size(0), device=outputs.device), index]
+        if not self.bidirectional:
+            return last
+        return torch.cat([last[:, : self.hidden_size], outputs[:, 0, self.hidden_size :]], dim=-1)
