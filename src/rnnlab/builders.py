@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 def build(node: Any, **kwargs: Any) -> Any:
     """``instantiate`` that surfaces an ``RnnlabError`` raised inside a constructor as itself."""
     try:
-        return instantiate(node, **kwargs)
+        # plain lists/dicts, so hyper-parameters (and checkpoints) hold no OmegaConf objects
+        return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__
         while cause is not None and not isinstance(cause, RnnlabError):
@@ -35,6 +36,14 @@ def build(node: Any, **kwargs: Any) -> Any:
 
 def class_of(target: str) -> type:
     return get_class(target)
+
+
+def model_from_checkpoint(run: dict[str, Any], checkpoint: dict[str, Any]) -> pl.LightningModule:
+    """The trained module, rebuilt from its saved hyper-parameters, weights and extra state (vocabulary)."""
+    model = class_of(run["model"]["_target_"])(**checkpoint["hyper_parameters"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.on_load_checkpoint(checkpoint)
+    return model.eval()
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:

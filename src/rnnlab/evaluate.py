@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.builders import build, build_trainer, check_output_dir, class_of
+from rnnlab.builders import build, build_trainer, check_output_dir, model_from_checkpoint
 from rnnlab.checkpoints import load_checkpoint, run_config
 from rnnlab.run_record import RunRecord, save_command, scalar_metrics
 
@@ -25,13 +25,6 @@ def datamodule_from_run(run: dict[str, Any], cfg: DictConfig):
     return datamodule
 
 
-def load_model(run: dict[str, Any], checkpoint: dict[str, Any]):
-    """The trained module, rebuilt from its saved hyper-parameters and weights."""
-    model = class_of(run["model"]["_target_"])(**checkpoint["hyper_parameters"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = check_output_dir(cfg.paths.output_dir)
     with RunRecord(output_dir, seed=cfg.get("seed")) as record:
@@ -40,7 +33,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         run = run_config(checkpoint, cfg.ckpt_path)
         record.update({"ckpt_path": str(cfg.ckpt_path)})
         datamodule = datamodule_from_run(run, cfg)
-        model = load_model(run, checkpoint)
+        model = model_from_checkpoint(run, checkpoint)
         trainer = build_trainer(cfg, callbacks=[], logger=False)
         trainer.test(model, datamodule=datamodule)
         record.update(scalar_metrics(trainer.callback_metrics))

@@ -61,6 +61,11 @@ class TextCodec:
             return "".join(tokens)
         return " ".join(t for t in tokens if t not in (self.start_token, self.end_token))
 
+    def join(self, prompt: str, continuation: str) -> str:
+        if self.level == "char" or not continuation:
+            return prompt + continuation
+        return f"{prompt} {continuation}"
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("stoi")

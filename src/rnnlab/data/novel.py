@@ -38,7 +38,8 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
             f"{path}: not valid {encoding} at byte offset {exc.start} ({raw[exc.start : exc.start + 4]!r}); "
             f"convert the file to UTF-8 or set data.encoding=<its encoding>"
         ) from exc
-    return text.lstrip("\ufeff")
+    # universal newlines, as Python's text mode (and so the book) reads the file
+    return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def strip_gutenberg(text: str, start_marker: str | None = None, end_marker: str | None = None) -> str:
@@ -141,6 +142,7 @@ class NovelDataModule(CachedTextDataModule):
 
     def settings(self) -> dict[str, Any]:
         return {
+            "reader": "universal-newlines/v2",
             "encoding": self.encoding,
             "start": self.start_marker,
             "end": self.end_marker,
