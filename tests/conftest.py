@@ -51,10 +51,58 @@ def tar_folder(folder: Path, archive: Path) -> Path:
     return archive
 
 
+NOVEL_BODY = (
+    "The island was silent. The engineer looked at the sea, and the sailor looked at the sky.\n"
+    "Captain Nemo had left them a chest of tools; the boy counted them twice.\n"
+)
+
+
+def write_tiny_novel(root: Path, repeats: int = 40, name: str = "tiny.txt") -> Path:
+    """A small Gutenberg-style file: header, START/END markers, licence footer."""
+    folder = root / "novel"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (
+        "The Project Gutenberg eBook of a tiny novel\r\n\r\n"
+        "*** START OF THE PROJECT GUTENBERG EBOOK TINY ***\r\n"
+        + NOVEL_BODY.replace("\n", "\r\n") * repeats
+        + "*** END OF THE PROJECT GUTENBERG EBOOK TINY ***\r\nLicence text that is not the novel.\r\n"
+    )
+    (folder / name).write_text(text, encoding="utf-8", newline="")
+    return folder / name
+
+
+NEWS_LINES = [
+    "The president met world leaders in Paris to talk trade.",
+    "Scientists found water on a distant moon, NASA said.",
+    "The senator's new bill would raise taxes & cut spending.",
+    "A well-known chef opened a restaurant in New York.",
+    "The team won the championship after a late goal.",
+    "Stocks fell sharply as investors worried about inflation.",
+]
+
+
+def write_tiny_news(root: Path, repeats: int = 8) -> Path:
+    import json
+
+    folder = root / "news"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "News_Category_Dataset_tiny.json"
+    records = [
+        {"headline": "h", "category": "POLITICS", "short_description": line, "date": "2022-01-01"}
+        for _ in range(repeats)
+        for line in NEWS_LINES
+    ]
+    records.append({"headline": "h", "category": "X", "short_description": "!!! ---", "date": "2022-01-01"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_tiny_imdb(root)
+    write_tiny_novel(root)
+    write_tiny_news(root)
     return root
 
 
@@ -63,6 +111,11 @@ def compose_cfg(tiny_data_dir: Path, tmp_path: Path) -> Callable[..., DictConfig
     """Compose a real entry config (train/eval) for a quick CPU run on the tiny data."""
 
     def _compose(*overrides: str, config_name: str = "train", output_dir: Path | None = None) -> DictConfig:
+        quiet_trainer = (
+            ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+            if config_name in ("train", "eval")
+            else []
+        )
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(
                 config_name,
@@ -70,9 +123,7 @@ def compose_cfg(tiny_data_dir: Path, tmp_path: Path) -> Callable[..., DictConfig
                     f"paths.data_dir={tiny_data_dir}",
                     f"paths.cache_dir={tmp_path / 'cache'}",
                     f"paths.output_dir={output_dir or tmp_path / 'run'}",
-                    "trainer.accelerator=cpu",
-                    "trainer.enable_progress_bar=false",
-                    "trainer.enable_model_summary=false",
+                    *quiet_trainer,
                     *overrides,
                 ],
             )

@@ -4,12 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
 from rnnlab.errors import ConfigError
 from rnnlab.evaluate import evaluate
 from rnnlab.train import train
+
+from conftest import CONF_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 QUICK = ("data.val_size=8", "data.batch_size=8", "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
@@ -84,3 +85,71 @@ def test_ddp_cpu_two_processes(compose_cfg, tmp_path):
     metrics = train(compose_cfg("experiment=imdb_lstm", "trainer=ddp_cpu", *QUICK, output_dir=run_dir))
     assert metrics["status"] == "completed" and "test/acc" in metrics
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+LM_QUICK = (
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.log_every_n_steps=1",
+    "model.embed_dim=16",
+    "model.hidden_size=24",
+)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "elman"])
+def test_news_language_model_trains_with_each_cell(cell, compose_cfg, tmp_path):
+    cfg = compose_cfg(
+        "experiment=news_gru",
+        f"model/cell={cell}",
+        "data.val_fraction=0.1",
+        "data.test_fraction=0.1",
+        "trainer.max_epochs=1",
+        *LM_QUICK,
+        "model.sample_length=5",
+        output_dir=tmp_path / cell,
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed"
+    for key in ("train/loss", "val/loss", "val/ppl", "val/bpt", "val/acc", "test/ppl", "test/acc"):
+        assert key in metrics, key
+    assert metrics["test/ppl"] == pytest.approx(2.718281828 ** metrics["test/loss"], rel=1e-4)
+
+
+def test_novel_train_then_generate_round_trip(compose_cfg, tmp_path):
+    from rnnlab.generate import generate
+
+    run_dir = tmp_path / "novel"
+    cfg = compose_cfg(
+        "experiment=novel_lstm",
+        "data.filename=tiny.txt",
+        "data.seq_length=12",
+        "data.val_fraction=0.1",
+        "data.test_fraction=0.1",
+        *LM_QUICK,
+        "model.sample_length=10",
+        output_dir=run_dir,
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics["test/bpt"] > 0
+    gen_cfg = compose_cfg(
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "max_new_tokens=25", "seed=3", config_name="generate"
+    )
+    first, second = generate(gen_cfg), generate(gen_cfg)
+    assert first == second and first.startswith("The island") and len(first) == len("The island") + 25
+
+
+def test_stateful_streams_train_through_the_configs(compose_cfg, tmp_path):
+    cfg = compose_cfg(
+        "experiment=novel_lstm",
+        "data.filename=tiny.txt",
+        "data.streams=true",
+        "data.seq_length=10",
+        "data.batch_size=4",
+        "data.eval_batch_size=2",
+        "data.val_fraction=0.1",
+        "data.test_fraction=0.1",
+        *LM_QUICK,
+        output_dir=tmp_path / "streams",
+    )
+    assert cfg.model.stateful is True
+    assert train(cfg)["status"] == "completed"

@@ -2,11 +2,12 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import real_data_dir, tar_folder, write_tiny_imdb
 
 from rnnlab.data.imdb import IMDBDataModule, read_reviews
 from rnnlab.data.text import imdb_tokenize
 from rnnlab.errors import DataFormatError, DataNotFoundError
+
+from conftest import real_data_dir, tar_folder, write_tiny_imdb
 
 
 def make_dm(data_dir, cache_dir, **kw):

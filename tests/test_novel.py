@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from rnnlab.data.novel import ContiguousStreams, NovelDataModule, read_text, strip_gutenberg
+from rnnlab.errors import ConfigError, DataFormatError
+
+from conftest import NOVEL_BODY, real_data_dir
+
+
+def make_dm(data_dir, cache_dir, **kw):
+    kw.setdefault("filename", "tiny.txt")
+    return NovelDataModule(
+        data_dir=str(data_dir),
+        cache_dir=str(cache_dir),
+        download=False,
+        seq_length=8,
+        batch_size=4,
+        val_fraction=0.1,
+        test_fraction=0.1,
+        **kw,
+    )
+
+
+def test_strip_gutenberg_markers_book_slice_and_plain_text():
+    body = "Chapter 1\nIt begins.\n"
+    wrapped = (
+        f"Header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\n{body}"
+        "*** END OF THE PROJECT GUTENBERG EBOOK X ***\nLicence"
+    )
+    assert strip_gutenberg(wrapped) == body.strip("\n")
+    assert strip_gutenberg("Just a text.\n") == "Just a text."
+    book = "junk THE ISLAND starts here. End of the Project Gutenberg rest"
+    assert strip_gutenberg(book, "THE ISLAND", "End of the Project Gutenberg") == "THE ISLAND starts here. "
+    # markers not found: fall back to the Gutenberg block
+    assert strip_gutenberg(wrapped, "NOT THERE", "NOR THIS") == body.strip("\n")
+
+
+def test_read_text_errors_name_the_byte_offset(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"good text \xff\xfe more")
+    with pytest.raises(DataFormatError, match=r"byte offset 10.*data.encoding"):
+        read_text(path)
+    assert read_text(path, encoding="latin-1").startswith("good text")
+
+
+def test_empty_text_is_a_clear_error(tmp_path):
+    (tmp_path / "novel").mkdir()
+    (tmp_path / "novel" / "empty.txt").write_text("  \n\n ")
+    with pytest.raises(DataFormatError, match="empty.txt: no text left"):
+        make_dm(tmp_path, tmp_path / "c", filename="empty.txt").prepare_data()
+
+
+def test_vocab_sorted_targets_shifted_and_tail_held_out(tiny_data_dir, tmp_path):
+    dm = make_dm(tiny_data_dir, tmp_path)
+    dm.setup()
+    assert dm.vocab.itos == sorted(set(NOVEL_BODY))  # CRLF normalised: no '\r'
+    text = (NOVEL_BODY * 40).strip("\n")
+    decoded = "".join(dm.codec.decode(dm.parts[p].tolist()) for p in ("train", "val", "test"))
+    assert decoded == text
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.tokens.shape == batch.targets.shape == (4, 8)
+    assert torch.equal(batch.tokens[:, 1:], batch.targets[:, :-1])
+    # no training window reaches into the validation tail
+    n_train = dm.parts["train"].numel()
+    windows = dm.train_dataloader().dataset
+    last_start = (len(windows) - 1) * windows.stride
+    assert last_start + windows.window <= n_train
+
+
+def test_streams_continue_across_batches():
+    encoded = torch.arange(1, 102)
+    streams = ContiguousStreams(encoded, batch_size=4, seq_length=5)
+    first, second = streams[0], streams[1]
+    assert torch.equal(second.tokens[:, 0], first.tokens[:, -1] + 1)  # stream k continues where it stopped
+    assert torch.equal(first.targets, first.tokens + 1)
+
+
+def test_seq_length_longer_than_text_is_a_config_error(tiny_data_dir, tmp_path):
+    dm = NovelDataModule(
+        data_dir=str(tiny_data_dir), cache_dir=str(tmp_path), filename="tiny.txt", seq_length=5000, download=False
+    )
+    with pytest.raises(ConfigError, match="data.seq_length=5000 is longer than"):
+        dm.setup()
+
+
+@pytest.mark.real_data
+def test_real_novel_matches_the_book(tmp_path):
+    data = real_data_dir()
+    if data is None or not (data / "novel" / "1268-0.txt").exists():
+        pytest.skip("real novel not found: set RNNLAB_DATA_DIR or place ../shared/data beside the checkout")
+    dm = NovelDataModule(data_dir=str(data), cache_dir=str(tmp_path), download=False)
+    dm.setup()
+    assert sum(p.numel() for p in dm.parts.values()) == 1_112_350
+    assert dm.vocab_size == 80
