@@ -1,6 +1,9 @@
 """Train (then test the best checkpoint): python scripts/train.py [experiment=NAME] [key=value ...]"""
 
+from functools import partial
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rnnlab.cli import run_entry
@@ -9,7 +12,8 @@ from rnnlab.train import train
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_entry(train, cfg)
+    overrides = list(HydraConfig.get().overrides.task)
+    metrics = run_entry(partial(train, overrides=overrides), cfg)
     # Hydra sweepers (Optuna) optimise the returned value
     return metrics.get(cfg.get("optimized_metric")) if metrics else None
 

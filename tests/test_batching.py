@@ -68,3 +68,14 @@ def test_eval_shards_cover_everything():
     assert [len(s) for s in shards] == [
         len(BucketBatchSampler(lengths, 10, shuffle=False, num_replicas=2, rank=r)) for r in (0, 1)
     ]
+
+
+def test_lightning_sets_the_epoch_of_the_bucket_sampler():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    sampler = BucketBatchSampler(torch.arange(50), 5, seed=0)
+    loader = DataLoader(list(range(50)), batch_sampler=sampler)
+    first = [b.tolist() for b in loader]
+    _set_sampler_epoch(loader, 3)
+    assert sampler.epoch == 3 and [b.tolist() for b in loader] != first

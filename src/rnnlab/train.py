@@ -20,6 +20,7 @@ from rnnlab.builders import (
 )
 from rnnlab.checkpoints import StoreRunConfig
 from rnnlab.io import atomic_write_text
+from rnnlab.resume import previous_outcome
 from rnnlab.run_record import RunRecord, save_command, scalar_metrics
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,22 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: "null" if value is None else value}
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job; returns the metrics also written to ``<output_dir>/metrics.json``."""
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run one training job; returns the metrics also written to ``<output_dir>/metrics.json``.
+
+    With ``resume=true`` a completed job (its ``metrics.json`` says so) is skipped and an
+    unfinished one continues from ``checkpoints/last.ckpt``.
+    """
     output_dir = check_output_dir(cfg.paths.output_dir)
+    ckpt_path = cfg.get("ckpt_path")
+    if cfg.get("resume"):
+        outcome, found = previous_outcome(output_dir, overrides)
+        if outcome == "completed":
+            log.info("resume: %s already completed; skipped", output_dir)
+            return found
+        if outcome == "continue":
+            log.info("resume: continuing %s from %s", output_dir, found)
+            ckpt_path = str(found)
     with RunRecord(output_dir, seed=cfg.get("seed")) as record:
         pl.seed_everything(cfg.seed, workers=True)
         config = resolved(cfg)
@@ -62,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model = build_model(cfg, datamodule)
         trainer = build_trainer(cfg, build_callbacks(cfg) + [StoreRunConfig(config)], build_logger(cfg))
 
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted; resume with ckpt_path=<run>/checkpoints/last.ckpt")
         record.update(scalar_metrics(trainer.callback_metrics))

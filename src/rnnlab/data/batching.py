@@ -109,6 +109,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.drop_last, self.seed, self.pool_factor = drop_last, seed, pool_factor
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
+        # Lightning sets the epoch on ``dataloader.batch_sampler.sampler``: point that at this
+        # sampler, so each epoch (and a resumed run) gets its own shuffle
+        self.sampler = self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

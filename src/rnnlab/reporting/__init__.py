@@ -1,0 +1,1 @@
+"""Reading finished runs back: sweep tables, learning curves, reruns."""

@@ -1,0 +1,147 @@
+"""Aggregate a multirun folder: one row per job, best row marked, mean ± std over seeds.
+
+Reads what every job leaves behind (``.hydra/overrides.yaml``, ``metrics.json``,
+``config_resolved.yaml``), so failed and still-running jobs show up too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from rnnlab.errors import RnnlabError
+from rnnlab.io import atomic_write_text
+from rnnlab.resume import read_overrides
+from rnnlab.run_record import METRIC_PREFIXES
+
+SEED = "seed"
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def parse_override(override: str) -> tuple[str, str]:
+    key, _, value = override.lstrip("+~").partition("=")
+    return key, value
+
+
+def monitored(job: Path) -> tuple[str, str]:
+    config = job / "config_resolved.yaml"
+    if config.is_file():
+        cfg = yaml.safe_load(config.read_text()) or {}
+        return cfg.get("monitor", "val/loss"), cfg.get("monitor_mode", "min")
+    return "val/loss", "min"
+
+
+def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str], str, str]:
+    """Rows, override columns, monitored metric and its mode."""
+    jobs = job_dirs(sweep_dir)
+    if not jobs:
+        raise RnnlabError(f"{sweep_dir}: no job folders (with .hydra/) found; pass outputs/multirun/<date>/<time>")
+    rows, override_keys = [], []
+    for job in jobs:
+        row: dict[str, Any] = {"job": job.name}
+        for key, value in map(parse_override, read_overrides(job) or []):
+            if key.startswith("hydra.") or key == "resume":
+                continue
+            row[key] = value
+            if key not in override_keys:
+                override_keys.append(key)
+        path = job / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
+        row["status"] = metrics.get("status", "unknown")
+        row["wall_time_s"] = metrics.get("wall_time_s")
+        row.update({k: v for k, v in metrics.items() if k.startswith(METRIC_PREFIXES)})
+        if "error" in metrics:
+            row["error"] = metrics["error"]
+        rows.append(row)
+    metric, mode = monitored(jobs[0])
+    return pd.DataFrame(rows), override_keys, metric, mode
+
+
+def mark_best(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["best"] = ""
+    if metric in frame and (frame["status"] == "completed").any():
+        done = frame[frame["status"] == "completed"][metric].astype(float)
+        best = done.idxmax() if mode == "max" else done.idxmin()
+        frame.loc[best, "best"] = "★"
+    return frame
+
+
+def seed_summary(frame: pd.DataFrame, override_keys: list[str]) -> pd.DataFrame | None:
+    """Mean ± std of every metric over seeds, per configuration (the other overrides)."""
+    if SEED not in override_keys:
+        return None
+    groups = [k for k in override_keys if k != SEED]
+    done = frame[frame["status"] == "completed"]
+    metrics = [c for c in done.columns if c.startswith(METRIC_PREFIXES) and not c.endswith("grad_norm")]
+    if done.empty or not metrics:
+        return None
+    grouped = done.groupby(groups, dropna=False) if groups else done.assign(_all="all").groupby("_all")
+    stats = grouped[metrics].agg(["mean", "std"])
+    out = pd.DataFrame(index=stats.index)
+    for metric in metrics:
+        out[metric] = [_pm(m, s) for m, s in zip(stats[(metric, "mean")], stats[(metric, "std")], strict=True)]
+    out["seeds"] = grouped.size()
+    return out.reset_index()
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.4f} ± {0.0 if math.isnan(std) else std:.4f}"
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.4f}"
+        return str(value).replace("|", "\\|").replace("\n", " ")[:120]
+
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def write_report(sweep_dir: Path, metric: str | None = None) -> dict[str, Path]:
+    """``summary.csv``, ``summary.md`` and ``curves.png`` in ``sweep_dir``."""
+    from rnnlab.reporting.curves import plot_curves
+
+    sweep_dir = Path(sweep_dir)
+    frame, override_keys, monitored_metric, mode = collect(sweep_dir)
+    metric = metric or monitored_metric
+    frame = mark_best(frame, metric, mode)
+    # overrides shared by every job are stated once, above the table
+    fixed = {k: frame[k].iloc[0] for k in override_keys if k in frame and frame[k].nunique(dropna=False) == 1}
+    varied = [k for k in override_keys if k not in fixed]
+    metric_cols = sorted(c for c in frame.columns if c.startswith(METRIC_PREFIXES))
+    ordered = ["job", *override_keys, "status", "best", *metric_cols, "wall_time_s"]
+    ordered += [c for c in frame.columns if c not in ordered]
+    frame = frame[ordered]
+    atomic_write_text(sweep_dir / "summary.csv", frame.to_csv(index=False))
+    same = ", ".join(f"`{k}={v}`" for k, v in fixed.items()) or "nothing"
+    parts = [
+        f"# Sweep {sweep_dir}",
+        "",
+        f"{len(frame)} jobs; best by `{metric}` ({mode}) marked ★. Same in every job: {same}.",
+        "",
+        markdown(frame.drop(columns=[*fixed, "error"], errors="ignore")),
+    ]
+    seeds = seed_summary(frame, varied)
+    if seeds is not None:
+        parts += ["", "## Mean ± std over seeds", "", markdown(seeds)]
+    failed = frame[frame["status"] != "completed"]
+    if not failed.empty:
+        parts += ["", "## Not completed", ""] + [
+            f"- job {r.job}: {r.status} {getattr(r, 'error', '')}" for r in failed.itertuples()
+        ]
+    atomic_write_text(sweep_dir / "summary.md", "\n".join(parts) + "\n")
+    curves = plot_curves(sweep_dir, job_dirs(sweep_dir), frame, varied, metric)
+    return {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md", "png": curves}
