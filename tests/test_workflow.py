@@ -1,0 +1,157 @@
+"""Sweeps, reports, resume and rerun: what users do all day, on tiny data through the real entry points."""
+
+import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rnnlab.evaluate import evaluate
+from rnnlab.reporting.rerun import rerun
+from rnnlab.reporting.sweep import write_report
+from rnnlab.train import train
+
+from conftest import CONF_DIR
+
+SCRIPT = CONF_DIR.parent / "scripts" / "train.py"
+QUICK = [
+    "experiment=imdb_lstm",
+    "data.val_size=8",
+    "data.batch_size=8",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def multirun(sweep_dir: Path, data_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "-m",
+        *QUICK,
+        f"paths.data_dir={data_dir}",
+        f"paths.cache_dir={sweep_dir.parent / 'cache'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_multirun_two_by_two_and_its_report(tiny_data_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    multirun(sweep, tiny_data_dir, "model/cell=lstm,gru", "seed=1,2")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    for job in jobs:
+        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+        assert (job / ".hydra" / "config.yaml").is_file() and (job / "checkpoints" / "last.ckpt").is_file()
+    paths = write_report(sweep)
+    table = pd.read_csv(paths["csv"])
+    assert len(table) == 4 and set(table["model/cell"]) == {"lstm", "gru"} and set(table["seed"]) == {1, 2}
+    for column in ("status", "best", "val/acc", "test/acc", "wall_time_s"):
+        assert column in table.columns
+    assert (table["best"] == "★").sum() == 1
+    summary = paths["md"].read_text()
+    assert "Mean ± std over seeds" in summary and summary.count("| lstm |") == 3  # 2 jobs + 1 mean row
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_failed_job_is_recorded_and_resume_skips_completed_jobs(tiny_data_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    multirun(sweep, tiny_data_dir, "model.hidden_size=0,8")
+    failed, done = (json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1"))
+    assert failed["status"] == "failed" and "model.hidden_size" in failed["error"]
+    assert done["status"] == "completed"
+    stamp = (sweep / "1" / "metrics.json").stat().st_mtime_ns
+    proc = multirun(sweep, tiny_data_dir, "model.hidden_size=0,8", "resume=true")
+    assert "already completed; skipped" in proc.stdout + proc.stderr
+    assert (sweep / "1" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(compose_cfg, tmp_path):
+    full = train(compose_cfg(*QUICK, output_dir=tmp_path / "full"))
+    cut = tmp_path / "cut"
+    train(compose_cfg(*QUICK, "trainer.max_epochs=1", output_dir=cut))
+    (cut / "metrics.json").unlink()  # as a SIGKILL after epoch 1 leaves it: last.ckpt, no metrics.json
+    resumed = train(compose_cfg(*QUICK, "resume=true", output_dir=cut))  # continues from last.ckpt
+    assert resumed["status"] == "completed"
+    for key in ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss"):
+        assert resumed[key] == full[key], key
+
+
+def test_ckpt_path_continues_a_run(compose_cfg, tmp_path):
+    full = train(compose_cfg(*QUICK, output_dir=tmp_path / "full"))
+    train(compose_cfg(*QUICK, "trainer.max_epochs=1", output_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    continued = train(compose_cfg(*QUICK, f"ckpt_path={last}", output_dir=tmp_path / "second"))
+    # same weights at the end (the best checkpoint is tracked per folder, so test/* may pick another epoch)
+    for key in ("val/loss", "val/acc", "val/auroc", "train/loss"):
+        assert continued[key] == full[key], key
+
+
+def test_rerun_reproduces_the_metrics(tiny_data_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    multirun(sweep, tiny_data_dir, "seed=3")
+    old, new, differ = rerun(sweep / "0", tmp_path / "again")
+    assert differ == [] and old["val/acc"] == new["val/acc"]
+    assert (tmp_path / "again" / "metrics.json").is_file()
+
+
+def test_tensorboard_has_scalars_hparams_and_a_text_sample(compose_cfg, tmp_path):
+    run_dir = tmp_path / "lm"
+    train(
+        compose_cfg(
+            "experiment=novel_lstm",
+            "data.filename=tiny.txt",
+            "data.seq_length=12",
+            "data.val_fraction=0.1",
+            "data.test_fraction=0.1",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "trainer.log_every_n_steps=1",
+            "model.embed_dim=8",
+            "model.hidden_size=8",
+            "model.sample_length=12",
+            output_dir=run_dir,
+        )
+    )
+    scalars, texts, plugins = set(), set(), set()
+    for events in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "tensors": 0})
+        acc.Reload()
+        scalars |= set(acc.Tags()["scalars"])
+        texts |= set(acc.Tags()["tensors"])
+        with contextlib.suppress(KeyError):  # an event file without hparams
+            plugins |= set(acc.PluginTagToContent("hparams"))
+    for tag in ("train/loss", "train/grad_norm", "val/loss", "val/ppl", "val/bpt", "val/acc", "test/loss", "lr-Adam"):
+        assert tag in scalars, tag
+    assert any(t.startswith("samples") for t in texts)
+    assert "_hparams_/session_start_info" in plugins
+
+
+def test_ddp_cpu_two_processes_give_the_same_test_metrics_as_one(compose_cfg, tmp_path):
+    metrics = train(compose_cfg(*QUICK, output_dir=tmp_path / "run"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    one = evaluate(compose_cfg(f"ckpt_path={ckpt}", config_name="eval", output_dir=tmp_path / "e1"))
+    two = evaluate(
+        compose_cfg(
+            f"ckpt_path={ckpt}",
+            "trainer=ddp_cpu",
+            "trainer.enable_progress_bar=false",
+            config_name="eval",
+            output_dir=tmp_path / "e2",
+        )
+    )
+    assert metrics["status"] == one["status"] == two["status"] == "completed"
+    # accuracy, F1 and AUROC are synced torchmetrics states: equal; the loss is a mean of per-rank means
+    for key in ("test/acc", "test/f1", "test/auroc"):
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key
+    assert two["test/loss"] == pytest.approx(one["test/loss"], abs=2e-2)
