@@ -10,6 +10,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from rnnlab.errors import RnnlabError
@@ -24,6 +25,15 @@ def _in_multirun() -> bool:
 def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     try:
         return task(cfg)
+    except SIGTERMException:  # a SystemExit subclass: it would end the process with status 0
+        print(
+            "interrupted by SIGTERM: resume with resume=true (same command) or ckpt_path=<run>/checkpoints/last.ckpt",
+            file=sys.stderr,
+        )
+        sys.exit(143)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        sys.exit(130)
     except Exception as exc:
         log.debug("details", exc_info=True)  # the full traceback goes to the run's log file
         if _in_multirun():

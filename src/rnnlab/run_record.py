@@ -58,7 +58,8 @@ class RunRecord:
             self.data["status"] = "completed"
         else:
             self.data["status"] = "failed"
-            self.data["error"] = f"{exc_type.__name__}: {exc}"
+            message = str(exc) or (exc_type.__doc__ or "").strip().split("\n")[0]
+            self.data["error"] = f"{exc_type.__name__}: {message}"
         self.write()
         return False
 
