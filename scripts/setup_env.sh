@@ -9,6 +9,7 @@ set -euo pipefail
 VENV=${1:-.venv}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
+EXTRAS=${EXTRAS:-dev,sweep}
 
 python3 -m venv "$VENV"
 PY="$VENV/bin/python"
@@ -28,5 +29,5 @@ else
   echo "setup: no NVIDIA GPU, CPU index unreachable: torch==$TORCH_VERSION from pip's configured sources"
   "$PY" -m pip install --quiet "torch==$TORCH_VERSION"
 fi
-"$PY" -m pip install --quiet -e ".[dev]"
+"$PY" -m pip install --quiet -e ".[$EXTRAS]"
 "$PY" -c "import torch, lightning; print('setup: torch', torch.__version__, '| lightning', lightning.__version__)"
