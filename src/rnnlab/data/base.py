@@ -27,6 +27,15 @@ from rnnlab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def check_fractions(val_fraction: float, test_fraction: float, what: str) -> None:
+    """Held-out fractions must each be in (0, 1) and leave something to train on."""
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ConfigError(
+            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be in (0, 1) "
+            f"and leave {what} to train on"
+        )
+
+
 class CachedTextDataModule(pl.LightningDataModule):
     """Base for the text DataModules: subclasses implement ``find_source``, ``settings``, ``build``."""
 
@@ -104,6 +113,19 @@ class CachedTextDataModule(pl.LightningDataModule):
         return self.vocab.pad_index
 
     # ---- loaders
+    @abstractmethod
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        """The loader of one split: ``train`` shuffles (and shards equally across ranks)."""
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
     def _replicas(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         if trainer is None:

@@ -170,12 +170,3 @@ class IMDBDataModule(CachedTextDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
         return self.sequence_loader(dataset, dataset.lengths, collate_classification, train=train)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)

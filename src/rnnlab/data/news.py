@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from rnnlab.data.base import CachedTextDataModule
+from rnnlab.data.base import CachedTextDataModule, check_fractions
 from rnnlab.data.batching import RaggedSequences, collate_language_model, ragged_from_lists
 from rnnlab.data.codec import TextCodec
 from rnnlab.data.sources import data_dir_hint
@@ -90,11 +90,7 @@ class NewsDataModule(CachedTextDataModule):
             raise ConfigError(f"data.max_words must be at least 2 (it counts <unk>), got {max_words}")
         if max_length <= 0:
             raise ConfigError(f"data.max_length must be positive, got {max_length}")
-        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ConfigError(
-                f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be "
-                f"in (0, 1) and leave records to train on"
-            )
+        check_fractions(val_fraction, test_fraction, "records")
         self.path, self.field = path, field
         self.max_words, self.max_length = max_words, max_length
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
@@ -169,12 +165,3 @@ class NewsDataModule(CachedTextDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
         return self.sequence_loader(dataset, dataset.lengths, collate_language_model, train=train)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)

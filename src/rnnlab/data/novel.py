@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from rnnlab.data.base import CachedTextDataModule
+from rnnlab.data.base import CachedTextDataModule, check_fractions
 from rnnlab.data.batching import Batch
 from rnnlab.data.codec import TextCodec
 from rnnlab.data.sources import RemoteFile, find_or_download
@@ -120,11 +120,7 @@ class NovelDataModule(CachedTextDataModule):
         super().__init__(**common)
         if seq_length <= 0 or stride <= 0:
             raise ConfigError(f"data.seq_length and data.stride must be positive, got {seq_length}, {stride}")
-        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ConfigError(
-                f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be in "
-                f"(0, 1) and leave text to train on"
-            )
+        check_fractions(val_fraction, test_fraction, "text")
         self.filename, self.encoding = filename, encoding
         self.start_marker, self.end_marker = start_marker, end_marker
         self.seq_length, self.stride = seq_length, stride
@@ -205,12 +201,3 @@ class NovelDataModule(CachedTextDataModule):
         stride = self.stride if train else self.seq_length  # held-out text: each character scored once
         windows = CharWindows(part, self.seq_length + 1, stride)
         return self.sequence_loader(windows, torch.full((len(windows),), self.seq_length), collate_windows, train)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
