@@ -123,17 +123,21 @@ def test_tensorboard_has_scalars_hparams_and_a_text_sample(compose_cfg, tmp_path
             output_dir=run_dir,
         )
     )
-    scalars, texts, plugins = set(), set(), set()
+    scalars, texts, plugins, val_steps = set(), set(), set(), []
     for events in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "tensors": 0})
         acc.Reload()
         scalars |= set(acc.Tags()["scalars"])
+        if "val/loss" in acc.Tags()["scalars"]:
+            val_steps += [e.step for e in acc.Scalars("val/loss")]
         texts |= set(acc.Tags()["tensors"])
         with contextlib.suppress(KeyError):  # an event file without hparams
             plugins |= set(acc.PluginTagToContent("hparams"))
     for tag in ("train/loss", "train/grad_norm", "val/loss", "val/ppl", "val/bpt", "val/acc", "test/loss", "lr-Adam"):
         assert tag in scalars, tag
     assert any(t.startswith("samples") for t in texts)
+    assert len(val_steps) == 2 and 0 not in val_steps  # the two validations, no final value at step 0
+    assert "hp/test/loss" in scalars
     assert "_hparams_/session_start_info" in plugins
 
 

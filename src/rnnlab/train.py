@@ -35,7 +35,8 @@ def _log_hparams(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str,
     params = {
         k: v for k, v in _flatten(config).items() if not k.startswith(("paths.", "hydra.", "callbacks.", "logger."))
     }
-    finals = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    # own tags: the logger writes these at step 0, which must not land on the learning curves
+    finals = {f"hp/{k}": v for k, v in metrics.items() if isinstance(v, float)}
     for logger in trainer.loggers:
         logger.log_hyperparams(params, metrics=finals)
 
