@@ -248,6 +248,11 @@ def _subprocess_json(cmd: list[str]) -> dict[str, Any]:
     return result
 
 
+def _timing_args(steps: int, warmup: int, threads: int) -> list[str]:
+    """The same step count, warm-up and threads for the reference and for rnnlab's workers."""
+    return ["--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads)]
+
+
 def run_reference(
     reference: Path, workload: Workload, data_dir: Path, steps: int, warmup: int, threads: int
 ) -> dict[str, Any]:
@@ -257,12 +262,7 @@ def run_reference(
         *workload.reference_args,
         "--data",
         str(workload.reference_data(data_dir)),
-        "--steps",
-        str(steps),
-        "--warmup",
-        str(warmup),
-        "--threads",
-        str(threads),
+        *_timing_args(steps, warmup, threads),
     ]
     start = time.perf_counter()
     result = _subprocess_json(cmd)
@@ -290,12 +290,7 @@ def run_rnnlab(
         mode,
         "--data-dir",
         str(data_dir),
-        "--steps",
-        str(steps),
-        "--warmup",
-        str(warmup),
-        "--threads",
-        str(threads),
+        *_timing_args(steps, warmup, threads),
         *(f"--override={o}" for o in overrides),
     ]
     return _subprocess_json(cmd)

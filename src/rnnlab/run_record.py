@@ -10,7 +10,6 @@ import json
 import math
 import sys
 import time
-import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,3 @@ class RunRecord:
 def save_command(output_dir: str | Path) -> None:
     """The exact command line, so a person can see (and rerun) how the folder was made."""
     atomic_write_text(Path(output_dir) / "command.txt", " ".join([sys.executable, *sys.argv]) + "\n")
-
-
-def format_exception_line(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
