@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnnlab.evaluate import evaluate
@@ -183,3 +184,10 @@ def test_optuna_search_continues_its_study(tiny_data_dir, tmp_path):
     study = optuna.load_study(study_name="imdb_optuna", storage=f"sqlite:///{tmp_path}/optuna-imdb.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
     assert 0.0 <= study.best_value <= 1.0
+
+
+def test_last_checkpoint_follows_training_even_without_improvement(compose_cfg, tmp_path):
+    run_dir = tmp_path / "flat"
+    metrics = train(compose_cfg(*QUICK, "trainer.max_epochs=3", "model.optimizer.lr=0.0", output_dir=run_dir))
+    assert Path(metrics["best_checkpoint"]).name.startswith("best-000-")  # never improved after epoch 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
