@@ -119,3 +119,23 @@ def test_codec_char_and_word_prompts(caplog):
     assert words.encode("The island!") == [1, 2, 3]
     assert words.encode("the volcano") == [1, 2, 0]
     assert "volcano" in caplog.text
+
+
+def test_adaptive_head_trains_and_predicts():
+    model = tiny_lm(vocab_size=40, head="adaptive", adaptive_cutoffs=[8, 20])
+    assert model.decoder is None and model.adaptive is not None
+    seq = torch.tensor([[1, 9, 25, 3, 30, 2, 12, 39, 5, 7]])
+    batch = Batch(seq[:, :-1], torch.tensor([9]), seq[:, 1:])
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    first = None
+    for _ in range(150):
+        opt.zero_grad()
+        loss, correct, count, _ = model.loss_on_targets(batch)
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        final, correct, count, _ = model.loss_on_targets(batch)
+    assert final.item() < first / 4 and int(correct) == count == 9
+    log_probs, _ = model.step(seq[:, :3], None)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(1, 3), atol=1e-4)
