@@ -84,7 +84,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         checkpoint = _checkpoint_callback(trainer)
         if checkpoint is not None and checkpoint.best_model_path:
             record.update({"best_checkpoint": checkpoint.best_model_path})
-            if checkpoint.best_model_score is not None:  # not carried back from ddp_spawn workers
+            if checkpoint.best_model_score is not None:  # not carried back from spawned/forked DDP workers
                 record.update({"best_score": float(checkpoint.best_model_score)})
 
         if cfg.get("test_after_fit", True):
