@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 from torch import Tensor
@@ -63,6 +62,3 @@ class CheckpointOnInterrupt(pl.Callback):
             self.path,
             self.path,
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}

@@ -147,7 +147,7 @@ class CachedTextDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_sampler=sampler,
-            collate_fn=partial(collate, pad_index=self.pad_index) if collate is not None else None,
+            collate_fn=partial(collate, pad_index=self.pad_index),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
