@@ -4,8 +4,10 @@ from rnnlab.data.batching import (
     IGNORE_INDEX,
     BucketBatchSampler,
     RaggedSequences,
+    chunk_spans,
     collate_classification,
     collate_language_model,
+    concat_ragged,
     ragged_from_lists,
 )
 
@@ -79,3 +81,21 @@ def test_lightning_sets_the_epoch_of_the_bucket_sampler():
     first = [b.tolist() for b in loader]
     _set_sampler_epoch(loader, 3)
     assert sampler.epoch == 3 and [b.tolist() for b in loader] != first
+
+
+def test_chunk_spans_predict_every_token_once_but_each_first():
+    offsets = torch.tensor([0, 1, 4, 10, 11, 13])  # lengths 1, 3, 6, 1, 2
+    starts, lengths = chunk_spans(offsets, 2)
+    pieces = RaggedSequences.from_spans(torch.arange(13), starts, lengths)
+    assert [pieces[i][0].tolist() for i in range(len(pieces))] == [[1, 2, 3], [4, 5, 6], [6, 7, 8], [8, 9], [11, 12]]
+    targets = [t for i in range(len(pieces)) for t in pieces[i][0][1:].tolist()]
+    assert targets == [2, 3, 5, 6, 7, 8, 9, 12]  # every token except each sequence's first, once
+    assert torch.equal(pieces.lengths, lengths)
+
+
+def test_concat_ragged_keeps_order_and_boundaries():
+    a = ragged_from_lists([[1], [2, 3]])
+    b = ragged_from_lists([[4, 5, 6]])
+    flat, offsets = concat_ragged([a, b])
+    joined = RaggedSequences(flat, offsets)
+    assert [joined[i][0].tolist() for i in range(len(joined))] == [[1], [2, 3], [4, 5, 6]]

@@ -42,20 +42,53 @@ def ragged_from_lists(sequences: Sequence[Sequence[int]]) -> tuple[Tensor, Tenso
     return flat, offsets
 
 
+def concat_ragged(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Join several ``(flat, offsets)`` collections into one, in order."""
+    flats = [flat for flat, _ in parts]
+    shifts = torch.tensor([0] + [flat.numel() for flat in flats[:-1]]).cumsum(0)
+    offsets = [parts[0][1][:1]] + [offs[1:] + shift for (_, offs), shift in zip(parts, shifts, strict=True)]
+    return torch.cat(flats), torch.cat(offsets)
+
+
+def chunk_spans(offsets: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """``(starts, lengths)`` cutting each sequence into pieces of at most ``size + 1`` tokens.
+
+    Pieces overlap by one token (the last input of one is the first of the next), so a
+    language model predicts every token but each sequence's first exactly once, however
+    long the sequence; pieces too short to hold a target are left out.
+    """
+    if size <= 0:
+        raise ValueError(f"chunk size must be positive, got {size}")
+    lengths = offsets[1:] - offsets[:-1]
+    counts = ((lengths - 1).clamp(min=0) + size - 1) // size
+    seq_of_piece = torch.repeat_interleave(torch.arange(lengths.numel()), counts)
+    first_piece = torch.cumsum(counts, 0) - counts
+    index_in_seq = torch.arange(seq_of_piece.numel()) - first_piece[seq_of_piece]
+    starts = offsets[:-1][seq_of_piece] + index_in_seq * size
+    ends = torch.minimum(starts + size + 1, offsets[1:][seq_of_piece])
+    return starts, ends - starts
+
+
 class RaggedSequences(Dataset):
     """Sequence ``i`` is ``flat[offsets[i]:offsets[i+1]]``; ``labels`` optional (language models have none)."""
 
     def __init__(self, flat: Tensor, offsets: Tensor, labels: Tensor | None = None, max_length: int | None = None):
-        self.flat, self.offsets, self.labels = flat, offsets, labels
-        self.max_length = max_length
         lengths = offsets[1:] - offsets[:-1]
+        self.flat, self.starts, self.labels = flat, offsets[:-1], labels
         self.lengths = lengths if max_length is None else lengths.clamp(max=max_length)
 
+    @classmethod
+    def from_spans(cls, flat: Tensor, starts: Tensor, lengths: Tensor) -> RaggedSequences:
+        """Sequences at arbitrary (possibly overlapping) spans of ``flat``, e.g. from ``chunk_spans``."""
+        spans = cls(flat, torch.zeros(1, dtype=torch.long))
+        spans.starts, spans.lengths = starts, lengths
+        return spans
+
     def __len__(self) -> int:
-        return self.offsets.numel() - 1
+        return self.starts.numel()
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor | None]:
-        start = int(self.offsets[i])
+        start = int(self.starts[i])
         seq = self.flat[start : start + int(self.lengths[i])].long()
         return seq, (self.labels[i] if self.labels is not None else None)
 
