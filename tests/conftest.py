@@ -17,6 +17,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 POSITIVE = ["great", "wonderful", "loved", "brilliant", "superb"]
 NEGATIVE = ["awful", "boring", "hated", "terrible", "dull"]
+UNSUP_ONLY, UNSUP_REVIEWS = "unlabelledonly", 6
 FILLER = ["the", "movie", "plot", "actor", "scene", "film", "story", "and", "a", "was"]
 
 
@@ -41,7 +42,9 @@ def write_tiny_imdb(root: Path, per_label: int = 24, seed: int = 0) -> Path:
                 text = " ".join(body).capitalize() + ". <br /><br />" + rng.choice(["", " :)", " :-("])
                 (folder / f"{i}_{rng.randint(1, 10)}.txt").write_text(text, encoding="utf-8")
     (base / "train" / "unsup").mkdir(parents=True, exist_ok=True)
-    (base / "train" / "unsup" / "0_0.txt").write_text("unlabelled review", encoding="utf-8")
+    for i in range(UNSUP_REVIEWS):  # a word only the unlabelled reviews use
+        body = [rng.choice(FILLER) for _ in range(rng.randint(3, 14))] + [UNSUP_ONLY]
+        (base / "train" / "unsup" / f"{i}_0.txt").write_text(" ".join(body), encoding="utf-8")
     return base
 
 

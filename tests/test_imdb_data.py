@@ -3,11 +3,12 @@ from collections import Counter
 import pytest
 import torch
 
+from rnnlab.data.batching import IGNORE_INDEX
 from rnnlab.data.imdb import IMDBDataModule, read_reviews
 from rnnlab.data.text import imdb_tokenize
-from rnnlab.errors import DataFormatError, DataNotFoundError
+from rnnlab.errors import ConfigError, DataFormatError, DataNotFoundError
 
-from conftest import real_data_dir, tar_folder, write_tiny_imdb
+from conftest import UNSUP_ONLY, real_data_dir, tar_folder, write_tiny_imdb
 
 
 def make_dm(data_dir, cache_dir, **kw):
@@ -106,3 +107,40 @@ def test_real_imdb_has_official_counts(tmp_path):
     assert (len(train), len(val), len(test)) == (20000, 5000, 25000)
     assert int(train.labels.sum() + val.labels.sum()) == 12500
     assert int(test.labels.sum()) == 12500
+
+
+def test_unlabelled_reviews_widen_the_vocabulary_only_when_asked(tiny_data_dir, tmp_path):
+    plain = make_dm(tiny_data_dir, tmp_path / "c1")
+    wide = make_dm(tiny_data_dir, tmp_path / "c2", unlabelled=True)
+    plain.prepare_data(), wide.prepare_data()
+    assert UNSUP_ONLY not in plain.vocab and UNSUP_ONLY in wide.vocab
+    wide.setup("fit")  # the classifier's splits do not change
+    plain.setup("fit")
+    assert sorted(wide.datasets) == ["test", "train", "val"]
+    assert len(wide.datasets["train"]) == len(plain.datasets["train"])
+
+
+def test_language_model_mode_reads_train_and_unlabelled_never_test(tiny_data_dir, tmp_path):
+    dm = make_dm(tiny_data_dir, tmp_path / "c", task="lm", unlabelled=True, lm_chunk_length=4, batch_size=4)
+    dm.setup("fit")
+    splits = dm.load_payload()["splits"]
+    # every token but each review's first is a target once: train (20k part) + unlabelled, val apart
+    expected_targets = sum(
+        int(splits[name]["offsets"][-1]) - (splits[name]["offsets"].numel() - 1) for name in ("train", "unsup")
+    )
+    batches = list(dm.train_dataloader())
+    assert sum(int((b.targets != IGNORE_INDEX).sum()) for b in batches) == expected_targets
+    assert max(b.tokens.size(1) for b in batches) <= 4
+    unsup_id = dm.vocab.stoi[UNSUP_ONLY]
+    assert any(bool((b.tokens == unsup_id).any() | (b.targets == unsup_id).any()) for b in batches)
+    val_targets = sum(int((b.targets != IGNORE_INDEX).sum()) for b in dm.val_dataloader())
+    assert val_targets == int(splits["val"]["offsets"][-1]) - 8
+    assert not dm.has_test_split
+    with pytest.raises(ConfigError, match="never reads the IMDb test reviews"):
+        dm.test_dataloader()
+    assert dm.codec.encode("A GREAT movie!") == dm.vocab.encode(["a", "great", "movie"])
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(ConfigError, match="data.task='regression'"):
+        IMDBDataModule(data_dir="x", task="regression")

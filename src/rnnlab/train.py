@@ -19,6 +19,7 @@ from rnnlab.builders import (
     resolved,
 )
 from rnnlab.checkpoints import StoreRunConfig
+from rnnlab.errors import ConfigError
 from rnnlab.io import atomic_write_text
 from rnnlab.resume import previous_outcome
 from rnnlab.run_record import RunRecord, save_command, scalar_metrics
@@ -51,6 +52,15 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: "null" if value is None else value}
 
 
+def check_no_missing(cfg: DictConfig) -> None:
+    """A preset may leave a value to the user (``???``): say which, before any data is read."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} must be set for this run; pass it on the command line, e.g. {missing[0]}=<value>"
+        )
+
+
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run one training job; returns the metrics also written to ``<output_dir>/metrics.json``.
 
@@ -68,6 +78,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             log.info("resume: continuing %s from %s", output_dir, found)
             ckpt_path = str(found)
     with RunRecord(output_dir, seed=cfg.get("seed")) as record:
+        check_no_missing(cfg)
         pl.seed_everything(cfg.seed, workers=True)
         config = resolved(cfg)
         atomic_write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(config))
@@ -87,7 +98,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             if checkpoint.best_model_score is not None:  # not carried back from spawned/forked DDP workers
                 record.update({"best_score": float(checkpoint.best_model_score)})
 
-        if cfg.get("test_after_fit", True):
+        if cfg.get("test_after_fit", True) and not getattr(datamodule, "has_test_split", True):
+            log.info("test_after_fit skipped: %s has no test split in this mode", type(datamodule).__name__)
+        elif cfg.get("test_after_fit", True):
             best = "best" if checkpoint is not None and checkpoint.best_model_path else None
             trainer.test(model, datamodule=datamodule, ckpt_path=best)
             record.update(scalar_metrics(trainer.callback_metrics))

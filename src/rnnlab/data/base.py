@@ -40,6 +40,7 @@ class CachedTextDataModule(pl.LightningDataModule):
     """Base for the text DataModules: subclasses implement ``find_source``, ``settings``, ``build``."""
 
     cache_name: str = "text"
+    has_test_split: bool = True  # False where a mode must never read the test data
 
     def __init__(
         self,

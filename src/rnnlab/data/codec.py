@@ -10,6 +10,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rnnlab.data.text import imdb_tokenize
 from rnnlab.errors import RnnlabError
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 class TextCodec:
     itos: list[str]
     level: str  # "char" | "word"
-    normalizer: str = "none"  # "none" | "news"
+    normalizer: str = "none"  # "none" | "news" | "imdb"
     start_token: str | None = None
     end_token: str | None = None
     unk_token: str | None = None
@@ -38,8 +39,11 @@ class TextCodec:
         if self.normalizer == "news":
             from rnnlab.data.news import normalize_description
 
-            text = normalize_description(text)
-        words = text.split()
+            words = normalize_description(text).split()
+        elif self.normalizer == "imdb":
+            words = imdb_tokenize(text)
+        else:
+            words = text.split()
         return [self.start_token, *words] if self.start_token else words
 
     def encode(self, text: str) -> list[int]:

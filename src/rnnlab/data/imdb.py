@@ -1,8 +1,14 @@
-"""IMDb many-to-one sentiment (Large Movie Review Dataset, aclImdb v1) as a LightningDataModule.
+"""IMDb reviews (Large Movie Review Dataset, aclImdb v1) as a LightningDataModule.
 
 Reads the official archive or its extracted folder, tokenises every review once
 (Raschka's tokeniser), splits the 25k training reviews 20k/5k by a fixed seed,
-builds the vocabulary from the 20k only, and caches the integer tensors.
+builds the vocabulary from the 20k (plus the 50k unlabelled reviews with
+``unlabelled=true``), and caches the integer tensors.
+
+Two tasks on one cache: ``classify`` (many-to-one sentiment) and ``lm`` (next word
+over the 20k training reviews + the unlabelled ones, validated on the 5k; the test
+reviews are never read in this mode, so a classifier later fine-tuned from the
+language model is still tested on unseen text).
 """
 
 from __future__ import annotations
@@ -17,7 +23,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from rnnlab.data.base import CachedTextDataModule
-from rnnlab.data.batching import RaggedSequences, collate_classification, ragged_from_lists
+from rnnlab.data.batching import (
+    RaggedSequences,
+    chunk_spans,
+    collate_classification,
+    collate_language_model,
+    concat_ragged,
+    ragged_from_lists,
+)
+from rnnlab.data.codec import TextCodec
 from rnnlab.data.sources import RemoteFile, find_or_download
 from rnnlab.data.text import PAD, UNK, Vocabulary, imdb_tokenize
 from rnnlab.errors import ConfigError, DataFormatError
@@ -30,6 +44,7 @@ IMDB_REMOTE = RemoteFile(
     md5="7c2ac02c03563afcf9b574c7e56c153a",
 )
 LABELS = {"neg": 0, "pos": 1}
+TASKS = ("classify", "lm")
 
 Review = tuple[str, int, str]  # (path inside aclImdb, label, text)
 
@@ -93,7 +108,7 @@ def read_reviews(source: Path, folders: tuple[str, ...] = ("pos", "neg")) -> dic
 
 
 class IMDBDataModule(CachedTextDataModule):
-    """Binary sentiment: 20k train / 5k val from the official train set, the official 25k test set."""
+    """Sentiment (20k train / 5k val / official 25k test) or, with ``task=lm``, a word-level LM corpus."""
 
     cache_name = "imdb"
 
@@ -104,6 +119,9 @@ class IMDBDataModule(CachedTextDataModule):
         min_freq: int = 1,
         max_size: int | None = None,
         max_length: int | None = None,
+        task: str = "classify",
+        unlabelled: bool = False,
+        lm_chunk_length: int = 256,
         **common: Any,
     ):
         super().__init__(**common)
@@ -111,8 +129,14 @@ class IMDBDataModule(CachedTextDataModule):
             raise ConfigError(f"data.val_size must be positive, got {val_size}")
         if max_length is not None and max_length <= 0:
             raise ConfigError(f"data.max_length must be positive or null, got {max_length}")
+        if task not in TASKS:
+            raise ConfigError(f"data.task={task!r} is not allowed; choose one of {', '.join(TASKS)}")
+        if lm_chunk_length <= 0:
+            raise ConfigError(f"data.lm_chunk_length must be positive, got {lm_chunk_length}")
         self.val_size, self.split_seed = val_size, split_seed
         self.min_freq, self.max_size, self.max_length = min_freq, max_size, max_length
+        self.task, self.unlabelled, self.lm_chunk_length = task, unlabelled, lm_chunk_length
+        self.has_test_split = task == "classify"
         self.datasets: dict[str, RaggedSequences] = {}
 
     def find_source(self) -> Path:
@@ -130,14 +154,21 @@ class IMDBDataModule(CachedTextDataModule):
             "split_seed": self.split_seed,
             "min_freq": self.min_freq,
             "max_size": self.max_size,
+            "unlabelled": self.unlabelled,
             "tokenizer": "imdb_tokenize/v1",
         }
 
     def make_vocab(self, itos: list[str]) -> Vocabulary:
         return Vocabulary(itos, unk=UNK, pad=PAD)
 
+    @property
+    def codec(self) -> TextCodec:
+        """Prompts are tokenised as the reviews were, so a review LM generates from plain text."""
+        self.load_payload()
+        return TextCodec(self.vocab.itos, level="word", normalizer="imdb", unk_token=UNK)
+
     def build(self, source: Path) -> dict[str, Any]:
-        reviews = read_reviews(source)
+        reviews = read_reviews(source, ("pos", "neg", "unsup") if self.unlabelled else ("pos", "neg"))
         train_all = reviews["train"]
         if self.val_size >= len(train_all):
             raise ConfigError(
@@ -151,8 +182,11 @@ class IMDBDataModule(CachedTextDataModule):
             "val": [train_all[i] for i in perm[n_train:]],
             "test": reviews["test"],
         }
+        if self.unlabelled:
+            splits["unsup"] = reviews["unsup"]
         tokens = {name: [imdb_tokenize(text) for _, _, text in rows] for name, rows in splits.items()}
-        vocab = Vocabulary.build(tokens["train"], specials=(PAD, UNK), min_freq=self.min_freq, max_size=self.max_size)
+        vocab_texts = tokens["train"] + tokens.get("unsup", [])
+        vocab = Vocabulary.build(vocab_texts, specials=(PAD, UNK), min_freq=self.min_freq, max_size=self.max_size)
         payload: dict[str, Any] = {"itos": vocab.itos, "splits": {}}
         for name, rows in splits.items():
             flat, offsets = ragged_from_lists([vocab.encode(t) for t in tokens[name]])
@@ -162,11 +196,31 @@ class IMDBDataModule(CachedTextDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         splits = self.load_payload()["splits"]
+        if self.task == "lm":
+            self.datasets = {
+                "train": self._lm_pieces([splits[n] for n in ("train", "unsup") if n in splits]),
+                "val": self._lm_pieces([splits["val"]]),
+            }
+            return
         self.datasets = {
             name: RaggedSequences(s["flat"], s["offsets"], s["labels"], max_length=self.max_length)
             for name, s in splits.items()
+            if name != "unsup"
         }
+
+    def _lm_pieces(self, parts: list[dict[str, torch.Tensor]]) -> RaggedSequences:
+        flat, offsets = concat_ragged([(p["flat"], p["offsets"]) for p in parts])
+        return RaggedSequences.from_spans(flat, *chunk_spans(offsets, self.lm_chunk_length))
+
+    def test_dataloader(self) -> DataLoader:
+        if self.task == "lm":
+            raise ConfigError(
+                "data.task=lm never reads the IMDb test reviews (they stay unseen for the classifier); "
+                "its held-out figures are val/*. Set test_after_fit=false."
+            )
+        return super().test_dataloader()
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
-        return self.sequence_loader(dataset, dataset.lengths, collate_classification, train=train)
+        collate = collate_language_model if self.task == "lm" else collate_classification
+        return self.sequence_loader(dataset, dataset.lengths, collate, train=train)
