@@ -8,6 +8,7 @@ the hidden state is carried across consecutive batches of contiguous streams
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -24,6 +25,8 @@ from rnnlab.models.encoder import SequenceEncoder, State
 from rnnlab.models.generation import generate
 
 CODEC_KEY = "rnnlab_codec"
+
+log = logging.getLogger(__name__)
 
 
 def detach_state(state: State | None) -> State | None:
@@ -78,6 +81,9 @@ class LanguageModel(RecurrentModule):
         self.output_dropout = nn.Dropout(output_dropout)
         if head == "adaptive":
             cutoffs = [c for c in (adaptive_cutoffs or [2000, 10000]) if c < vocab_size - 1]
+            if not cutoffs:  # a vocabulary smaller than every cutoff: one small tail cluster
+                cutoffs = [max(vocab_size // 2, 1)]
+                log.warning("model.adaptive_cutoffs all exceed the vocabulary (%d); using %s", vocab_size, cutoffs)
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(hidden_size, vocab_size, cutoffs, div_value=4.0)
             self.decoder = None
         else:
@@ -119,16 +125,24 @@ class LanguageModel(RecurrentModule):
         return self.codec.decode(ids)
 
     # ---- training
-    def loss_on_targets(self, batch: Batch, state: State | None = None) -> tuple[Tensor, Tensor, int, State | None]:
-        """Mean cross-entropy over real targets, the number of correct argmax predictions, the count."""
+    def loss_on_targets(
+        self, batch: Batch, state: State | None = None, accuracy: bool = True
+    ) -> tuple[Tensor, Tensor | None, int, State | None]:
+        """Mean cross-entropy over real targets, the number of correct argmax predictions, the count.
+
+        With an adaptive head the argmax is a second pass over the head (a fifth of a
+        training step); ``accuracy=False`` skips it and returns ``None`` for the count.
+        """
         outputs, state = self.encoder(batch.tokens, batch.lengths, state)
         mask = batch.targets != IGNORE_INDEX
         hidden = self.output_dropout(outputs[mask])
         targets = batch.targets[mask]
         if self.adaptive is not None:
             result = self.adaptive(hidden, targets)
-            with torch.no_grad():
-                correct = (self.adaptive.predict(hidden) == targets).sum()
+            correct = None
+            if accuracy:
+                with torch.no_grad():
+                    correct = (self.adaptive.predict(hidden) == targets).sum()
             return result.loss, correct, targets.numel(), state
         logits = self.decoder(hidden)
         loss = F.cross_entropy(logits, targets)
@@ -143,8 +157,8 @@ class LanguageModel(RecurrentModule):
         h = state[0] if isinstance(state, tuple) else state
         return state if h.size(1) == batch.tokens.size(0) else None
 
-    def _forward_stage(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor, int]:
-        loss, correct, count, state = self.loss_on_targets(batch, self._carried_state(stage, batch))
+    def _forward_stage(self, batch: Batch, stage: str, accuracy: bool = True) -> tuple[Tensor, Tensor | None, int]:
+        loss, correct, count, state = self.loss_on_targets(batch, self._carried_state(stage, batch), accuracy)
         if self.hparams.stateful:
             self._carried[stage] = detach_state(state)  # truncated BPTT: no graph across batches
         return loss, correct, count
@@ -158,18 +172,17 @@ class LanguageModel(RecurrentModule):
     def on_test_epoch_start(self) -> None:
         self._carried.pop("test", None)
 
+    def _logging_this_step(self) -> bool:
+        """Lightning writes step metrics every ``log_every_n_steps``: costly ones are computed only then."""
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss, correct, count = self._forward_stage(batch, "train")
-        self.log_dict(
-            {
-                "train/ppl": torch.exp(loss.detach()),
-                "train/bpt": loss.detach() / math.log(2),
-                "train/acc": correct / max(count, 1),
-            },
-            on_step=True,
-            on_epoch=False,
-            batch_size=count,
-        )
+        loss, correct, count = self._forward_stage(batch, "train", accuracy=self._logging_this_step())
+        logged = {"train/ppl": torch.exp(loss.detach()), "train/bpt": loss.detach() / math.log(2)}
+        if correct is not None:
+            logged["train/acc"] = correct / max(count, 1)
+        self.log_dict(logged, on_step=True, on_epoch=False, batch_size=count)
         self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=count)
         return loss
 
