@@ -16,6 +16,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.models.transfer import init_encoder_from_language_model
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,15 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 
 def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
-    return build(cfg.model, vocab_size=datamodule.vocab_size, padding_idx=datamodule.pad_index)
+    """The model of ``cfg.model``; ``model.pretrained=<lm checkpoint>`` starts its encoder from a language model."""
+    node = cfg.model
+    pretrained = node.get("pretrained")
+    if "pretrained" in node:  # a setting of the run, not of the module (a checkpoint must not need the file)
+        node = OmegaConf.create({k: v for k, v in resolved(node).items() if k != "pretrained"})
+    model = build(node, vocab_size=datamodule.vocab_size, padding_idx=datamodule.pad_index)
+    if pretrained:
+        init_encoder_from_language_model(model.encoder, pretrained, datamodule.vocab.itos)
+    return model
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:

@@ -1,0 +1,73 @@
+"""Start a classifier from a language model's embedding and encoder (Dai & Le 2015; ULMFiT).
+
+Pretraining on unlabelled reviews teaches the encoder the language; the classifier
+then learns sentiment from far fewer labelled examples. Only what both models share
+is copied, and only when it means the same thing: the same vocabulary in the same
+order, and an encoder of the same shape. Anything else is refused with the setting
+to change, because a silently partial copy trains as if from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from rnnlab.checkpoints import load_checkpoint
+from rnnlab.errors import ConfigError
+from rnnlab.models.language_model import CODEC_KEY
+
+log = logging.getLogger(__name__)
+
+ENCODER_PREFIX = "encoder."
+SHAPE_KEYS = ("cell", "embed_dim", "hidden_size", "num_layers")
+
+
+def encoder_state(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
+    """The ``encoder.*`` tensors of a checkpoint's state dict, keys relative to the encoder."""
+    state = checkpoint.get("state_dict", {})
+    return {k[len(ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
+
+
+def _check_vocabulary(path: Path, checkpoint: dict[str, Any], itos: list[str]) -> None:
+    codec = checkpoint.get(CODEC_KEY)
+    if not isinstance(codec, dict) or "itos" not in codec:
+        raise ConfigError(
+            f"model.pretrained={path} carries no vocabulary: use a checkpoint of an rnnlab language model "
+            f"(scripts/train.py experiment=imdb_lm_pretrain)"
+        )
+    theirs = list(codec["itos"])
+    if theirs != list(itos):
+        first = next(
+            (i for i, (a, b) in enumerate(zip(theirs, itos, strict=False)) if a != b), min(len(theirs), len(itos))
+        )
+        raise ConfigError(
+            f"model.pretrained={path}: its vocabulary ({len(theirs)} tokens) differs from this run's ({len(itos)} "
+            f"tokens) from position {first}; build the data with the pretraining run's settings "
+            f"(data.min_freq, data.max_size, data.unlabelled, data.val_size, data.split_seed)"
+        )
+
+
+def init_encoder_from_language_model(encoder: nn.Module, path: str | Path, itos: list[str]) -> None:
+    """Copy embedding + recurrent weights from a language-model checkpoint into ``encoder``."""
+    path = Path(path)
+    checkpoint = load_checkpoint(path)
+    _check_vocabulary(path, checkpoint, itos)
+    state = encoder_state(checkpoint)
+    own = encoder.state_dict()
+    wrong = sorted(
+        f"{key} {tuple(state[key].shape) if key in state else 'missing'} vs {tuple(value.shape)}"
+        for key, value in own.items()
+        if key not in state or state[key].shape != value.shape
+    ) + sorted(f"{key} not in this encoder" for key in state.keys() - own.keys())
+    if wrong:
+        hparams = checkpoint.get("hyper_parameters", {})
+        shape = ", ".join(f"model.{k}={hparams.get(k)!r}" for k in SHAPE_KEYS)
+        raise ConfigError(
+            f"model.pretrained={path}: the encoder does not match ({'; '.join(wrong[:4])}"
+            f"{' …' if len(wrong) > 4 else ''}). Set {shape}, model.bidirectional=false"
+        )
+    encoder.load_state_dict(state)
+    log.info("embedding and encoder initialised from %s (%d tensors)", path, len(state))
