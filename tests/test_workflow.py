@@ -12,6 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnnlab.evaluate import evaluate
+from rnnlab.reporting.curves import job_label
 from rnnlab.reporting.rerun import rerun
 from rnnlab.reporting.sweep import write_report
 from rnnlab.train import train
@@ -191,3 +192,16 @@ def test_last_checkpoint_follows_training_even_without_improvement(compose_cfg, 
     metrics = train(compose_cfg(*QUICK, "trainer.max_epochs=3", "model.optimizer.lr=0.0", output_dir=run_dir))
     assert Path(metrics["best_checkpoint"]).name.startswith("best-000-")  # never improved after epoch 0
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
+def test_curve_labels_name_only_the_overrides_a_job_sets():
+    frame = pd.DataFrame(
+        [
+            {"experiment": "news_gru", "model/cell": None, "seed": "1"},
+            {"experiment": "news_gru", "model/cell": "lstm", "seed": "2"},
+        ]
+    )
+    keys = ["experiment", "model/cell", "seed"]
+    assert job_label(frame.iloc[0], keys) == "experiment=news_gru"
+    assert job_label(frame.iloc[1], keys) == "experiment=news_gru, model/cell=lstm"
+    assert job_label(None, keys) == "all"

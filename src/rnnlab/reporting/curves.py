@@ -26,13 +26,21 @@ def read_scalars(tensorboard_dir: Path, tag: str) -> dict[int, float]:
     return values
 
 
+def job_label(row: pd.Series | None, override_keys: list[str]) -> str:
+    """The overrides that name a configuration (not the seed; a job that does not set a key shows none)."""
+    if row is None:
+        return "all"
+    parts = [f"{k}={row[k]}" for k in override_keys if k != "seed" and k in row and pd.notna(row[k])]
+    return ", ".join(parts) or "all"
+
+
 def plot_curves(sweep_dir: Path, jobs: list[Path], frame: pd.DataFrame, override_keys: list[str], tag: str) -> Path:
     """One line per configuration (overrides but the seed): mean over seeds, ± std band."""
     by_job = {str(row["job"]): row for _, row in frame.iterrows()}
     series: dict[str, list[dict[int, float]]] = {}
     for job in jobs:
         row = by_job.get(job.name)
-        label = ", ".join(f"{k}={row[k]}" for k in override_keys if k != "seed" and row is not None) or "all"
+        label = job_label(row, override_keys)
         curve = read_scalars(job / "tensorboard", tag)
         if curve:
             series.setdefault(label, []).append(curve)
