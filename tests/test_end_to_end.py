@@ -24,6 +24,23 @@ def test_every_experiment_composes(experiment, tmp_path):
     assert cfg.monitor.split("/")[0] == "val"
 
 
+TINY_DATA = {
+    "imdb": ("data.val_size=8",),
+    "novel": ("data.filename=tiny.txt", "data.eval_batch_size=4", "data.val_fraction=0.1", "data.test_fraction=0.1"),
+    "news": (),
+}
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "imdb_finetune"])  # finetune: test_transfer
+def test_every_experiment_runs_one_batch(experiment, compose_cfg, tmp_path):
+    dataset = experiment.split("_")[0]
+    metrics = train(
+        compose_cfg(f"experiment={experiment}", "debug=fdr", *TINY_DATA[dataset], output_dir=tmp_path / "r")
+    )
+    assert metrics["status"] == "completed"
+    assert any(key.startswith("val/") for key in metrics)
+
+
 @pytest.mark.parametrize("cell", ["gru", "elman"])
 def test_cell_swaps_from_the_command_line(cell, compose_cfg):
     cfg = compose_cfg("experiment=imdb_lstm", f"model/cell={cell}")
