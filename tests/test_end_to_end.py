@@ -170,3 +170,17 @@ def test_stateful_streams_train_through_the_configs(compose_cfg, tmp_path):
     )
     assert cfg.model.stateful is True
     assert train(cfg)["status"] == "completed"
+    checkpoint = tmp_path / "streams" / "checkpoints" / "last.ckpt"
+
+    def measure(*overrides: str, name: str) -> dict:
+        return evaluate(
+            compose_cfg(f"ckpt_path={checkpoint}", *overrides, config_name="eval", output_dir=tmp_path / name)
+        )
+
+    as_trained = measure(name="e1")
+    windowed = measure("+data.streams=false", "+model.stateful=false", name="e2")  # the tutorial's measurement
+    assert as_trained["status"] == windowed["status"] == "completed"
+    assert as_trained["test/loss"] != windowed["test/loss"]
+    assert as_trained == {**measure(name="e3"), "wall_time_s": as_trained["wall_time_s"]}
+    with pytest.raises(ConfigError, match="model.hidden is not a hyper-parameter"):
+        measure("+model.hidden=3", name="e4")

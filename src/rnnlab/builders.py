@@ -39,9 +39,21 @@ def class_of(target: str) -> type:
     return get_class(target)
 
 
-def model_from_checkpoint(run: dict[str, Any], checkpoint: dict[str, Any]) -> pl.LightningModule:
-    """The trained module, rebuilt from its saved hyper-parameters, weights and extra state (vocabulary)."""
-    model = class_of(run["model"]["_target_"])(**checkpoint["hyper_parameters"])
+def model_from_checkpoint(
+    run: dict[str, Any], checkpoint: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> pl.LightningModule:
+    """The trained module, rebuilt from its saved hyper-parameters, weights and extra state (vocabulary).
+
+    ``overrides`` change hyper-parameters that leave the weights as they are (e.g. ``stateful``),
+    so a checkpoint can be measured under another protocol than it was trained with.
+    """
+    hparams = dict(checkpoint["hyper_parameters"])
+    unknown = sorted(set(overrides or {}) - set(hparams))
+    if unknown:
+        raise ConfigError(
+            f"model.{unknown[0]} is not a hyper-parameter of this checkpoint (it has: {', '.join(sorted(hparams))})"
+        )
+    model = class_of(run["model"]["_target_"])(**{**hparams, **(overrides or {})})
     model.load_state_dict(checkpoint["state_dict"])
     model.on_load_checkpoint(checkpoint)
     return model.eval()
