@@ -174,7 +174,7 @@ class LanguageModel(RecurrentModule):
 
     def _logging_this_step(self) -> bool:
         """Lightning writes step metrics every ``log_every_n_steps``: costly ones are computed only then."""
-        connector = getattr(self.trainer, "_logger_connector", None)
+        connector = getattr(self._trainer, "_logger_connector", None)  # no trainer (a bare loop): always
         return bool(getattr(connector, "should_update_logs", True))
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
