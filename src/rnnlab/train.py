@@ -40,6 +40,9 @@ def _log_hparams(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str,
     finals = {f"hp/{k}": v for k, v in metrics.items() if isinstance(v, float)}
     for logger in trainer.loggers:
         logger.log_hyperparams(params, metrics=finals)
+        # the trainer closed its writers after testing; this reopened one: close it, or the events
+        # stay in a buffer until the process exits (a reader may find them missing)
+        logger.finalize("success")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
