@@ -59,7 +59,8 @@ def plot_curves(sweep_dir: Path, jobs: list[Path], frame: pd.DataFrame, override
     ax.set_title(f"{tag} — {sweep_dir.name}")
     ax.grid(alpha=0.3)
     if series:
-        ax.legend(fontsize=8)
+        # below the axes: long override labels must not cover the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
     else:
         ax.text(0.5, 0.5, f"no '{tag}' scalars found", ha="center", transform=ax.transAxes)
     path = sweep_dir / "curves.png"
