@@ -130,8 +130,9 @@ class LanguageModel(RecurrentModule):
     ) -> tuple[Tensor, Tensor | None, int, State | None]:
         """Mean cross-entropy over real targets, the number of correct argmax predictions, the count.
 
-        With an adaptive head the argmax is a second pass over the head (a fifth of a
-        training step); ``accuracy=False`` skips it and returns ``None`` for the count.
+        With an adaptive head the argmax is a second pass over the head and, for rows whose
+        best guess is a tail cluster, over that cluster (measured: 70 % of an IMDb LM step early
+        in training); ``accuracy=False`` skips it and returns ``None`` for the count.
         """
         outputs, state = self.encoder(batch.tokens, batch.lengths, state)
         mask = batch.targets != IGNORE_INDEX
