@@ -187,7 +187,8 @@ def run_worker(
             units, seconds, timed = meter.units, meter.end - meter.start, meter.steps
         else:  # the same settings the Trainer applies, so only Lightning's own overhead differs
             torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))
-            units, seconds, timed = _bare_loop(workload.dataset, model, datamodule, steps, warmup)
+            precision = str(cfg.trainer.get("precision") or "32-true")
+            units, seconds, timed = _bare_loop(workload.dataset, model, datamodule, steps, warmup, precision)
     result.update(
         {
             "units": units,
@@ -200,8 +201,15 @@ def run_worker(
     return result
 
 
-def _bare_loop(name: str, model, datamodule, steps: int, warmup: int) -> tuple[int, float, int]:
-    """The same module and loader without Lightning: what the Trainer's overhead is measured against."""
+def _bare_loop(
+    name: str, model, datamodule, steps: int, warmup: int, precision: str = "32-true"
+) -> tuple[int, float, int]:
+    """The same module and loader without Lightning: what the Trainer's overhead is measured against.
+
+    ``bf16-mixed`` runs the forward pass under CPU autocast, as Lightning's mixed precision does.
+    """
+    if precision not in ("32-true", "32", "bf16-mixed"):
+        raise ValueError(f"the bare loop runs 32-true or bf16-mixed, not trainer.precision={precision}")
     datamodule.setup("fit")
     model.train()
     optimizer = model.configure_optimizers()
@@ -211,7 +219,9 @@ def _bare_loop(name: str, model, datamodule, steps: int, warmup: int) -> tuple[i
     for step in range(steps):
         batch = next(batches)
         optimizer.zero_grad()
-        model.training_step(batch, step).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = model.training_step(batch, step)
+        loss.backward()
         optimizer.step()
         now = time.perf_counter()
         if step == warmup - 1:
