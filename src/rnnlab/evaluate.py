@@ -12,14 +12,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.builders import build, build_trainer, check_output_dir, model_from_checkpoint
+from rnnlab.builders import build, build_trainer, check_output_dir, model_from_checkpoint, resolved
 from rnnlab.checkpoints import load_checkpoint, run_config
 from rnnlab.run_record import RunRecord, save_command, scalar_metrics
 
 
 def _overrides(cfg: DictConfig, key: str) -> dict[str, Any]:
     node = cfg.get(key)
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    return resolved(node) if node is not None else {}
 
 
 def datamodule_from_run(run: dict[str, Any], cfg: DictConfig):

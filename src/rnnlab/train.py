@@ -101,11 +101,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             if checkpoint.best_model_score is not None:  # not carried back from spawned/forked DDP workers
                 record.update({"best_score": float(checkpoint.best_model_score)})
 
-        if cfg.get("test_after_fit", True) and not getattr(datamodule, "has_test_split", True):
-            log.info("test_after_fit skipped: %s has no test split in this mode", type(datamodule).__name__)
-        elif cfg.get("test_after_fit", True):
-            best = "best" if checkpoint is not None and checkpoint.best_model_path else None
-            trainer.test(model, datamodule=datamodule, ckpt_path=best)
-            record.update(scalar_metrics(trainer.callback_metrics))
+        if cfg.get("test_after_fit", True):
+            if getattr(datamodule, "has_test_split", True):
+                best = "best" if checkpoint is not None and checkpoint.best_model_path else None
+                trainer.test(model, datamodule=datamodule, ckpt_path=best)
+                record.update(scalar_metrics(trainer.callback_metrics))
+            else:
+                log.info("test_after_fit skipped: %s has no test split in this mode", type(datamodule).__name__)
         _log_hparams(trainer, config, record.data)
     return record.data
