@@ -5,7 +5,7 @@ from rnnlab.data.batching import IGNORE_INDEX, Batch
 from rnnlab.data.codec import TextCodec
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.models.generation import generate
-from rnnlab.models.language_model import LanguageModel
+from rnnlab.models.language_model import LanguageModel, previous_token_targets
 
 
 def tiny_lm(**kw) -> LanguageModel:
@@ -55,7 +55,8 @@ def test_logits_only_on_targets_equals_full_padded_loss_and_gradients():
     tokens = torch.tensor([[1, 2, 3, 4], [5, 6, 11, 11]])
     targets = torch.tensor([[2, 3, 4, 5], [6, 7, IGNORE_INDEX, IGNORE_INDEX]])
     batch = Batch(tokens, torch.tensor([4, 2]), targets)
-    loss, _, count, _ = model.loss_on_targets(batch)
+    result = model.loss_on_targets(batch)
+    loss, count = result.loss, result.count
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
@@ -78,8 +79,8 @@ def test_stateful_training_carries_detached_state():
     assert torch.allclose(carried[0], expected_state[0].detach())
     # the next batch starts from that state
     second = Batch(torch.randint(0, 12, (3, 5)), torch.full((3,), 5), torch.randint(0, 12, (3, 5)))
-    loss_carried, *_ = model.loss_on_targets(second, carried)
-    loss_fresh, *_ = model.loss_on_targets(second, None)
+    loss_carried = model.loss_on_targets(second, carried).loss
+    loss_fresh = model.loss_on_targets(second, None).loss
     model._forward_stage(second, "train")
     assert not torch.allclose(loss_carried, loss_fresh)
     assert model._carried_state("train", second) is model._carried["train"]
@@ -92,15 +93,63 @@ def test_tiny_text_overfits_to_near_zero_loss():
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(200):
         opt.zero_grad()
-        loss = model.loss_on_targets(batch)[0]
+        loss = model.loss_on_targets(batch).loss
         loss.backward()
         opt.step()
     assert loss.item() < 0.05
 
 
-def test_bidirectional_language_model_is_refused():
-    with pytest.raises(ConfigError, match="bidirectional"):
-        tiny_lm(bidirectional=True)
+def test_deep_or_stateful_bidirectional_language_model_is_refused():
+    with pytest.raises(ConfigError, match="num_layers=1"):
+        tiny_lm(bidirectional=True, num_layers=2)
+    with pytest.raises(ConfigError, match="stateful=false"):
+        tiny_lm(bidirectional=True, stateful=True)
+
+
+def test_previous_token_targets_stop_at_each_rows_length():
+    batch = Batch(torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]]), torch.tensor([4, 2]), torch.zeros(2, 4, dtype=torch.long))
+    ignore = IGNORE_INDEX
+    assert previous_token_targets(batch).tolist() == [[ignore, 1, 2, 3], [ignore, 5, ignore, ignore]]
+
+
+def test_bidirectional_loss_is_both_directions_through_one_output_layer():
+    model = tiny_lm(bidirectional=True)
+    tokens = torch.tensor([[1, 2, 3, 4], [5, 6, 11, 11]])
+    targets = torch.tensor([[2, 3, 4, 5], [6, 7, IGNORE_INDEX, IGNORE_INDEX]])
+    batch = Batch(tokens, torch.tensor([4, 2]), targets)
+    result = model.loss_on_targets(batch)
+    outputs, _ = model.encoder(tokens, batch.lengths)
+    ahead, behind = outputs[..., :16], outputs[..., 16:]
+    backward_targets = torch.tensor([[IGNORE_INDEX, 1, 2, 3], [IGNORE_INDEX, 5, IGNORE_INDEX, IGNORE_INDEX]])
+    ce = torch.nn.functional.cross_entropy
+    forward_sum = ce(model.decoder(ahead).transpose(1, 2), targets, reduction="sum")
+    backward_sum = ce(model.decoder(behind).transpose(1, 2), backward_targets, reduction="sum")
+    assert result.count == 10 and result.forward_count == 6
+    assert torch.allclose(result.loss, (forward_sum + backward_sum) / 10, atol=1e-6)
+    assert torch.allclose(result.forward_loss, forward_sum / 6, atol=1e-6)
+
+
+def test_bidirectional_directions_never_read_the_token_they_predict():
+    model = tiny_lm(bidirectional=True).eval()
+    tokens = torch.randint(1, 12, (1, 7))
+    outputs, _ = model.encoder(tokens)
+    for t in range(1, 6):
+        changed = tokens.clone()
+        changed[0, t] = (changed[0, t] % 11) + 1
+        again, _ = model.encoder(changed)
+        assert torch.equal(again[0, :t, :16], outputs[0, :t, :16])  # forward before t predicted token t
+        assert torch.equal(again[0, t + 1 :, 16:], outputs[0, t + 1 :, 16:])  # reverse after t predicted it
+
+
+def test_bidirectional_language_model_generates_from_its_forward_half():
+    model = tiny_lm(bidirectional=True).eval()
+    prefix = [1, 2, 3]
+    new = generate(model, prefix, 6, greedy=True)
+    seq = list(prefix)
+    for expected in new:
+        ahead = model.encoder(torch.tensor([seq]))[0][..., :16]
+        assert int(model.decoder(ahead)[0, -1].argmax()) == expected
+        seq.append(expected)
 
 
 def test_codec_char_and_word_prompts(caplog):
@@ -130,12 +179,13 @@ def test_adaptive_head_trains_and_predicts():
     first = None
     for _ in range(150):
         opt.zero_grad()
-        loss, correct, count, _ = model.loss_on_targets(batch)
+        loss = model.loss_on_targets(batch).loss
         first = first if first is not None else loss.item()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        final, correct, count, _ = model.loss_on_targets(batch)
+        result = model.loss_on_targets(batch)
+        final, correct, count = result.loss, result.correct, result.count
         argmax = model.step(batch.tokens, None)[0].argmax(-1)
     assert final.item() < first / 4 and count == 9
     assert int(correct) == int((argmax == batch.targets).sum()) >= 7  # accuracy agrees with the head's argmax

@@ -99,6 +99,19 @@ class SequenceEncoder(nn.Module):
             return outputs, state
         return outputs * step_mask(lengths, x.size(1), x.device).unsqueeze(-1), None
 
+    def causal(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Forward direction only, continuing from ``state``: what predicting the next token may read.
+
+        For a one-layer bidirectional encoder (a forward + backward language model) this is its
+        forward half; deeper bidirectional stacks mix the directions and have no causal half.
+        """
+        if not self.bidirectional:
+            outputs, state = self.rnn(self.embed_dropout(self.embedding(tokens)), state)
+            return outputs, state
+        if self.num_layers != 1:
+            raise ConfigError("a bidirectional encoder with more than one layer has no forward-only half")
+        return self.layers[0][0](self.embed_dropout(self.embedding(tokens)), state)
+
     def _bidirectional(self, x: Tensor, lengths: Tensor | None) -> Tensor:
         mask = step_mask(lengths, x.size(1), x.device).unsqueeze(-1) if lengths is not None else None
         for i, (forward_rnn, reverse_rnn) in enumerate(self.layers):

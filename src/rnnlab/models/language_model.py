@@ -4,12 +4,18 @@ The output layer runs only where a target exists (real positions are gathered
 before it), so padding never costs a vocabulary-sized softmax. With ``stateful``
 the hidden state is carried across consecutive batches of contiguous streams
 (truncated BPTT, which Lightning 2.x no longer does for us) and detached each time.
+
+With ``bidirectional`` it is a forward + backward language model (Peters et al. 2018):
+the forward direction predicts the next token, the reverse one the previous token,
+through one shared output layer. Neither direction sees the token it predicts, and
+the trained encoder has the shape a bidirectional classifier can start from.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,6 +33,30 @@ from rnnlab.models.generation import generate
 CODEC_KEY = "rnnlab_codec"
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TargetLoss:
+    """Mean cross-entropy over every prediction, its argmax hits (``None`` when skipped) and count.
+
+    ``forward_loss`` is the next-token part alone (``None`` for a one-way model): the figure
+    comparable with a forward-only language model's loss.
+    """
+
+    loss: Tensor
+    correct: Tensor | None
+    count: int
+    state: State | None
+    forward_loss: Tensor | None = None
+    forward_count: int = 0
+
+
+def previous_token_targets(batch: Batch) -> Tensor:
+    """What the reverse direction predicts at each step: the token before it (none at step 0 or padding)."""
+    targets = torch.full_like(batch.targets, IGNORE_INDEX)
+    targets[:, 1:] = batch.tokens[:, :-1]
+    steps = torch.arange(batch.tokens.size(1), device=batch.tokens.device).unsqueeze(0)
+    return targets.masked_fill(steps >= batch.lengths.to(targets.device).unsqueeze(1), IGNORE_INDEX)
 
 
 def detach_state(state: State | None) -> State | None:
@@ -64,10 +94,11 @@ class LanguageModel(RecurrentModule):
     ):
         super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        if bidirectional:
+        if bidirectional and (num_layers != 1 or stateful):
             raise ConfigError(
-                "model.bidirectional=true is not allowed for a language model (it would see the "
-                "token it predicts); use model=classifier for bidirectional encoders"
+                f"model.bidirectional=true needs model.num_layers=1 and model.stateful=false for a language model "
+                f"(got num_layers={num_layers}, stateful={stateful}): a second layer, or a state carried in from "
+                f"the next batch, would let the reverse direction see the token it predicts"
             )
         if head not in ("full", "adaptive"):
             raise ConfigError(f"model.head={head!r} is not allowed; choose full or adaptive")
@@ -76,7 +107,7 @@ class LanguageModel(RecurrentModule):
                 f"model.tie_weights=true needs embed_dim == hidden_size (got {embed_dim} and {hidden_size})"
             )
         self.encoder = SequenceEncoder(
-            vocab_size, embed_dim, hidden_size, num_layers, cell, False, dropout, embed_dropout, padding_idx
+            vocab_size, embed_dim, hidden_size, num_layers, cell, bidirectional, dropout, embed_dropout, padding_idx
         )
         self.output_dropout = nn.Dropout(output_dropout)
         if head == "adaptive":
@@ -92,15 +123,16 @@ class LanguageModel(RecurrentModule):
             if tie_weights:
                 self.decoder.weight = self.encoder.embedding.weight
         self.codec: TextCodec | None = None
+        tracked = ("loss", "acc", "loss_forward") if bidirectional else ("loss", "acc")
         self.stats = nn.ModuleDict(
-            {stage: nn.ModuleDict({"loss": MeanMetric(), "acc": MeanMetric()}) for stage in ("val", "test")}
+            {stage: nn.ModuleDict({k: MeanMetric() for k in tracked}) for stage in ("val", "test")}
         )
         self._carried: dict[str, State | None] = {}
 
     # ---- inference API
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
-        """Logits ``[B, T, V]`` of every step and the state after the last one (generation)."""
-        outputs, state = self.encoder(tokens, None, state)
+        """Next-token logits ``[B, T, V]`` of every step and the state after the last one (generation)."""
+        outputs, state = self.encoder.causal(tokens, state)
         return self._log_probs_or_logits(outputs), state
 
     def _log_probs_or_logits(self, hidden: Tensor) -> Tensor:
@@ -125,29 +157,41 @@ class LanguageModel(RecurrentModule):
         return self.codec.decode(ids)
 
     # ---- training
-    def loss_on_targets(
-        self, batch: Batch, state: State | None = None, accuracy: bool = True
-    ) -> tuple[Tensor, Tensor | None, int, State | None]:
-        """Mean cross-entropy over real targets, the number of correct argmax predictions, the count.
+    def loss_on_targets(self, batch: Batch, state: State | None = None, accuracy: bool = True) -> TargetLoss:
+        """Cross-entropy over the real targets of every direction, in one pass through the output layer.
 
         With an adaptive head the argmax is a second pass over the head and, for rows whose
         best guess is a tail cluster, over that cluster (measured: 70 % of an IMDb LM step early
-        in training); ``accuracy=False`` skips it and returns ``None`` for the count.
+        in training); ``accuracy=False`` skips it.
         """
         outputs, state = self.encoder(batch.tokens, batch.lengths, state)
-        mask = batch.targets != IGNORE_INDEX
-        hidden = self.output_dropout(outputs[mask])
-        targets = batch.targets[mask]
+        if self.encoder.bidirectional:
+            size = self.encoder.hidden_size
+            pairs = [(outputs[..., :size], batch.targets), (outputs[..., size:], previous_token_targets(batch))]
+        else:
+            pairs = [(outputs, batch.targets)]
+        masks = [targets != IGNORE_INDEX for _, targets in pairs]
+        hidden = self.output_dropout(torch.cat([h[m] for (h, _), m in zip(pairs, masks, strict=True)]))
+        targets = torch.cat([t[m] for (_, t), m in zip(pairs, masks, strict=True)])
+        nll, correct = self._nll(hidden, targets, accuracy)
+        if len(pairs) == 1:
+            return TargetLoss(nll.mean(), correct, targets.numel(), state)
+        forward_count = int(masks[0].sum())
+        forward_loss = nll[:forward_count].mean().detach()
+        return TargetLoss(nll.mean(), correct, targets.numel(), state, forward_loss, forward_count)
+
+    def _nll(self, hidden: Tensor, targets: Tensor, accuracy: bool) -> tuple[Tensor, Tensor | None]:
+        """Per-target negative log-likelihood and the number of argmax hits."""
         if self.adaptive is not None:
-            result = self.adaptive(hidden, targets)
+            nll = -self.adaptive(hidden, targets).output
             correct = None
             if accuracy:
                 with torch.no_grad():
                     correct = (self.adaptive.predict(hidden) == targets).sum()
-            return result.loss, correct, targets.numel(), state
+            return nll, correct
         logits = self.decoder(hidden)
-        loss = F.cross_entropy(logits, targets)
-        return loss, (logits.detach().argmax(-1) == targets).sum(), targets.numel(), state
+        nll = F.cross_entropy(logits, targets, reduction="none")
+        return nll, (logits.detach().argmax(-1) == targets).sum()
 
     def _carried_state(self, stage: str, batch: Batch) -> State | None:
         if not self.hparams.stateful:
@@ -158,11 +202,11 @@ class LanguageModel(RecurrentModule):
         h = state[0] if isinstance(state, tuple) else state
         return state if h.size(1) == batch.tokens.size(0) else None
 
-    def _forward_stage(self, batch: Batch, stage: str, accuracy: bool = True) -> tuple[Tensor, Tensor | None, int]:
-        loss, correct, count, state = self.loss_on_targets(batch, self._carried_state(stage, batch), accuracy)
+    def _forward_stage(self, batch: Batch, stage: str, accuracy: bool = True) -> TargetLoss:
+        result = self.loss_on_targets(batch, self._carried_state(stage, batch), accuracy)
         if self.hparams.stateful:
-            self._carried[stage] = detach_state(state)  # truncated BPTT: no graph across batches
-        return loss, correct, count
+            self._carried[stage] = detach_state(result.state)  # truncated BPTT: no graph across batches
+        return result
 
     def on_train_epoch_start(self) -> None:
         self._carried.pop("train", None)
@@ -179,7 +223,8 @@ class LanguageModel(RecurrentModule):
         return bool(getattr(connector, "should_update_logs", True))
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss, correct, count = self._forward_stage(batch, "train", accuracy=self._logging_this_step())
+        result = self._forward_stage(batch, "train", accuracy=self._logging_this_step())
+        loss, correct, count = result.loss, result.correct, result.count
         logged = {"train/ppl": torch.exp(loss.detach()), "train/bpt": loss.detach() / math.log(2)}
         if correct is not None:
             logged["train/acc"] = correct / max(count, 1)
@@ -188,22 +233,22 @@ class LanguageModel(RecurrentModule):
         return loss
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
-        loss, correct, count = self._forward_stage(batch, stage)
-        self.stats[stage]["loss"].update(loss.detach(), count)
-        self.stats[stage]["acc"].update(correct / max(count, 1), count)
+        result = self._forward_stage(batch, stage)
+        stats = self.stats[stage]
+        stats["loss"].update(result.loss.detach(), result.count)
+        stats["acc"].update(result.correct / max(result.count, 1), result.count)
+        if result.forward_loss is not None:
+            stats["loss_forward"].update(result.forward_loss, result.forward_count)
 
     def _eval_epoch_end(self, stage: str) -> None:
         loss = self.stats[stage]["loss"].compute()  # token-weighted over all batches (and DDP ranks)
         acc = self.stats[stage]["acc"].compute()
-        self.log_dict(
-            {
-                f"{stage}/loss": loss,
-                f"{stage}/ppl": torch.exp(loss),
-                f"{stage}/bpt": loss / math.log(2),
-                f"{stage}/acc": acc,
-            },
-            prog_bar=True,
-        )
+        logged = {f"{stage}/loss": loss, f"{stage}/ppl": torch.exp(loss), f"{stage}/bpt": loss / math.log(2)}
+        logged[f"{stage}/acc"] = acc
+        if "loss_forward" in self.stats[stage]:
+            forward = self.stats[stage]["loss_forward"].compute()
+            logged.update({f"{stage}/loss_forward": forward, f"{stage}/ppl_forward": torch.exp(forward)})
+        self.log_dict(logged, prog_bar=True)
         for metric in self.stats[stage].values():
             metric.reset()
 

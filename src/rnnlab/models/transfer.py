@@ -22,7 +22,7 @@ from rnnlab.models.language_model import CODEC_KEY
 log = logging.getLogger(__name__)
 
 ENCODER_PREFIX = "encoder."
-SHAPE_KEYS = ("cell", "embed_dim", "hidden_size", "num_layers")
+SHAPE_KEYS = ("cell", "embed_dim", "hidden_size", "num_layers", "bidirectional")
 
 
 def encoder_state(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
@@ -50,6 +50,11 @@ def _check_vocabulary(path: Path, checkpoint: dict[str, Any], itos: list[str]) -
         )
 
 
+def _as_override(value: Any) -> str:
+    """A value as it is typed on the command line (``true``, not ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def init_encoder_from_language_model(encoder: nn.Module, path: str | Path, itos: list[str]) -> None:
     """Copy embedding + recurrent weights from a language-model checkpoint into ``encoder``."""
     path = Path(path)
@@ -64,10 +69,10 @@ def init_encoder_from_language_model(encoder: nn.Module, path: str | Path, itos:
     ) + sorted(f"{key} not in this encoder" for key in state.keys() - own.keys())
     if wrong:
         hparams = checkpoint.get("hyper_parameters", {})
-        shape = ", ".join(f"model.{k}={hparams.get(k)!r}" for k in SHAPE_KEYS)
+        shape = ", ".join(f"model.{k}={_as_override(hparams.get(k, False))}" for k in SHAPE_KEYS)
         raise ConfigError(
             f"model.pretrained={path}: the encoder does not match ({'; '.join(wrong[:4])}"
-            f"{' …' if len(wrong) > 4 else ''}). Set {shape}, model.bidirectional=false"
+            f"{' …' if len(wrong) > 4 else ''}). Set {shape}"
         )
     encoder.load_state_dict(state)
     log.info("embedding and encoder initialised from %s (%d tensors)", path, len(state))
