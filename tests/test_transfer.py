@@ -50,6 +50,26 @@ def test_pretrain_then_finetune_starts_from_the_language_model(compose_cfg, tmp_
         build_model(cfg := finetune_cfg("model.bidirectional=true", name="b"), build_datamodule(cfg))
 
 
+def test_forward_backward_language_model_starts_a_bidirectional_classifier(compose_cfg, tmp_path):
+    lm_run = train(
+        compose_cfg(
+            "experiment=imdb_lm_pretrain", *TINY, *SMALL, "model.bidirectional=true", output_dir=tmp_path / "lm"
+        )
+    )
+    assert {"val/loss", "val/loss_forward", "val/ppl_forward"} <= lm_run.keys()
+    assert lm_run["val/loss_forward"] != lm_run["val/loss"]
+    extra = (f"model.pretrained={lm_run['best_checkpoint']}", *TINY, *SMALL)
+    cfg = compose_cfg("experiment=imdb_finetune", *extra, "model.bidirectional=true", output_dir=tmp_path / "ft")
+    model = build_model(cfg, build_datamodule(cfg))
+    lm_encoder = encoder_state(load_checkpoint(lm_run["best_checkpoint"]))
+    assert lm_encoder.keys() == model.encoder.state_dict().keys()
+    assert all(torch.equal(v, lm_encoder[k]) for k, v in model.encoder.state_dict().items())
+    with pytest.raises(ConfigError, match="bidirectional=true"):
+        build_model(
+            cfg := compose_cfg("experiment=imdb_finetune", *extra, output_dir=tmp_path / "u"), build_datamodule(cfg)
+        )
+
+
 def test_pretrained_must_be_a_language_model_checkpoint(compose_cfg, tmp_path):
     run = train(compose_cfg("experiment=imdb_lstm", *TINY, "trainer.max_epochs=1", output_dir=tmp_path / "clf"))
     cfg = compose_cfg("experiment=imdb_lstm", f"+model.pretrained={run['best_checkpoint']}", *TINY)
@@ -61,3 +81,33 @@ def test_finetune_without_a_checkpoint_says_which_setting_is_missing(compose_cfg
     with pytest.raises(ConfigError, match=r"model.pretrained must be set .* model.pretrained=<value>"):
         train(compose_cfg("experiment=imdb_finetune", *TINY, output_dir=tmp_path / "ft"))
     assert '"status": "failed"' in (tmp_path / "ft" / "metrics.json").read_text()
+
+
+def test_frozen_encoder_waits_and_learns_at_its_own_rate(compose_cfg, tmp_path):
+    import lightning.pytorch as pl
+
+    cfg = compose_cfg(
+        "experiment=imdb_finetune",
+        "model.pretrained=null",
+        "model.freeze_encoder_epochs=1",
+        "model.encoder_lr_scale=0.1",
+        *TINY,
+        *SMALL,
+        output_dir=tmp_path,
+    )
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    optimizer = model.configure_optimizers()["optimizer"]
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-4, 1e-3])
+
+    def fit(epochs: int) -> dict[str, torch.Tensor]:
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        trainer.fit(model, datamodule=datamodule)
+        return {k: not torch.equal(v, model.state_dict()[k]) for k, v in before.items() if v.is_floating_point()}
+
+    changed = fit(1)
+    assert not any(v for k, v in changed.items() if k.startswith("encoder."))
+    assert all(v for k, v in changed.items() if k.startswith("head.") and "weight" in k)
+    changed = fit(2)  # a fresh Trainer from epoch 0: frozen again for one epoch, then trained
+    assert all(v for k, v in changed.items() if k.startswith("encoder.") and "weight" in k)

@@ -29,9 +29,16 @@ class RecurrentModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """What the optimizer updates; a group's ``lr_scale`` multiplies the configured learning rate."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = (self.optimizer_factory or torch.optim.Adam)(params=params)
+        groups = [dict(group) for group in self.parameter_groups() if group["params"]]
+        scales = [group.pop("lr_scale", 1.0) for group in groups]
+        optimizer = (self.optimizer_factory or torch.optim.Adam)(params=groups)
+        for group, scale in zip(optimizer.param_groups, scales, strict=True):
+            group["lr"] *= scale  # before the scheduler records each group's initial_lr
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

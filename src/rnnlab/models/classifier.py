@@ -47,6 +47,8 @@ class SequenceClassifier(RecurrentModule):
         fc_hidden: int = 64,
         num_classes: int = 2,
         padding_idx: int | None = 0,
+        encoder_lr_scale: float = 1.0,
+        freeze_encoder_epochs: int = 0,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
@@ -59,6 +61,11 @@ class SequenceClassifier(RecurrentModule):
         check_positive(fc_hidden=fc_hidden)
         if num_classes < 2:
             raise ConfigError(f"model.num_classes must be at least 2, got {num_classes}")
+        if encoder_lr_scale < 0 or freeze_encoder_epochs < 0:
+            raise ConfigError(
+                f"model.encoder_lr_scale and model.freeze_encoder_epochs must not be negative, "
+                f"got {encoder_lr_scale} and {freeze_encoder_epochs}"
+            )
         self.encoder = SequenceEncoder(
             vocab_size, embed_dim, hidden_size, num_layers, cell, bidirectional, dropout, embed_dropout, padding_idx
         )
@@ -75,6 +82,25 @@ class SequenceClassifier(RecurrentModule):
         evaluation = MetricCollection({"acc": Accuracy(**task), "f1": F1Score(**task), "auroc": AUROC(**task)})
         self.val_metrics = evaluation.clone(prefix="val/")
         self.test_metrics = evaluation.clone(prefix="test/")
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Embedding + encoder at ``encoder_lr_scale`` times the learning rate, the head at the full rate.
+
+        A pretrained encoder already knows the language; a smaller step keeps fine-tuning from
+        overwriting it while the randomly initialised head catches up (ULMFiT's discriminative rates).
+        """
+        encoder = list(self.encoder.parameters())
+        shared = {id(p) for p in encoder}
+        head = [p for p in self.parameters() if id(p) not in shared]
+        return [{"params": encoder, "lr_scale": self.hparams.encoder_lr_scale}, {"params": head}]
+
+    def on_train_epoch_start(self) -> None:
+        """Keep the encoder fixed for the first ``freeze_encoder_epochs`` epochs: the head learns on its features.
+
+        The parameters stay in the optimizer; without gradients Adam(W) leaves them untouched.
+        """
+        if self.hparams.freeze_encoder_epochs:
+            self.encoder.requires_grad_(self.current_epoch >= self.hparams.freeze_encoder_epochs)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         outputs, _ = self.encoder(tokens, lengths)
