@@ -14,7 +14,7 @@ from rnnlab.data.batching import (
 
 def test_ragged_round_trip_and_collate_shapes():
     flat, offsets = ragged_from_lists([[5, 6, 7], [8], [9, 10]])
-    ds = RaggedSequences(flat, offsets, torch.tensor([1.0, 0.0, 1.0]))
+    ds = RaggedSequences.from_offsets(flat, offsets, torch.tensor([1.0, 0.0, 1.0]))
     batch = collate_classification([ds[0], ds[1], ds[2]], pad_index=0)
     assert batch.tokens.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]]
     assert batch.lengths.tolist() == [3, 1, 2]
@@ -23,13 +23,13 @@ def test_ragged_round_trip_and_collate_shapes():
 
 def test_max_length_truncates():
     flat, offsets = ragged_from_lists([[1, 2, 3, 4], [5]])
-    ds = RaggedSequences(flat, offsets, max_length=2)
+    ds = RaggedSequences.from_offsets(flat, offsets, max_length=2)
     assert ds[0][0].tolist() == [1, 2] and ds.lengths.tolist() == [2, 1]
 
 
 def test_language_model_collate_shifts_targets_and_ignores_padding():
     flat, offsets = ragged_from_lists([[1, 2, 3, 4], [1, 5, 4]])
-    ds = RaggedSequences(flat, offsets)
+    ds = RaggedSequences.from_offsets(flat, offsets)
     batch = collate_language_model([ds[0], ds[1]], pad_index=9)
     assert batch.tokens.tolist() == [[1, 2, 3], [1, 5, 9]]
     assert batch.targets.tolist() == [[2, 3, 4], [5, 4, IGNORE_INDEX]]
@@ -86,7 +86,7 @@ def test_lightning_sets_the_epoch_of_the_bucket_sampler():
 def test_chunk_spans_predict_every_token_once_but_each_first():
     offsets = torch.tensor([0, 1, 4, 10, 11, 13])  # lengths 1, 3, 6, 1, 2
     starts, lengths = chunk_spans(offsets, 2)
-    pieces = RaggedSequences.from_spans(torch.arange(13), starts, lengths)
+    pieces = RaggedSequences(torch.arange(13), starts, lengths)
     assert [pieces[i][0].tolist() for i in range(len(pieces))] == [[1, 2, 3], [4, 5, 6], [6, 7, 8], [8, 9], [11, 12]]
     targets = [t for i in range(len(pieces)) for t in pieces[i][0][1:].tolist()]
     assert targets == [2, 3, 5, 6, 7, 8, 9, 12]  # every token except each sequence's first, once
@@ -97,5 +97,5 @@ def test_concat_ragged_keeps_order_and_boundaries():
     a = ragged_from_lists([[1], [2, 3]])
     b = ragged_from_lists([[4, 5, 6]])
     flat, offsets = concat_ragged([a, b])
-    joined = RaggedSequences(flat, offsets)
+    joined = RaggedSequences.from_offsets(flat, offsets)
     assert [joined[i][0].tolist() for i in range(len(joined))] == [[1], [2, 3], [4, 5, 6]]

@@ -70,19 +70,22 @@ def chunk_spans(offsets: Tensor, size: int) -> tuple[Tensor, Tensor]:
 
 
 class RaggedSequences(Dataset):
-    """Sequence ``i`` is ``flat[offsets[i]:offsets[i+1]]``; ``labels`` optional (language models have none)."""
+    """Sequence ``i`` is ``flat[starts[i] : starts[i] + lengths[i]]``; ``labels`` optional (language models have none).
 
-    def __init__(self, flat: Tensor, offsets: Tensor, labels: Tensor | None = None, max_length: int | None = None):
-        lengths = offsets[1:] - offsets[:-1]
-        self.flat, self.starts, self.labels = flat, offsets[:-1], labels
-        self.lengths = lengths if max_length is None else lengths.clamp(max=max_length)
+    Spans may overlap (language-model pieces from ``chunk_spans`` share a token);
+    ``from_offsets`` is the common case of back-to-back sequences.
+    """
+
+    def __init__(self, flat: Tensor, starts: Tensor, lengths: Tensor, labels: Tensor | None = None):
+        self.flat, self.starts, self.lengths, self.labels = flat, starts, lengths, labels
 
     @classmethod
-    def from_spans(cls, flat: Tensor, starts: Tensor, lengths: Tensor) -> RaggedSequences:
-        """Sequences at arbitrary (possibly overlapping) spans of ``flat``, e.g. from ``chunk_spans``."""
-        spans = cls(flat, torch.zeros(1, dtype=torch.long))
-        spans.starts, spans.lengths = starts, lengths
-        return spans
+    def from_offsets(
+        cls, flat: Tensor, offsets: Tensor, labels: Tensor | None = None, max_length: int | None = None
+    ) -> RaggedSequences:
+        """Sequences ``flat[offsets[i]:offsets[i+1]]``, each cut to its first ``max_length`` tokens."""
+        lengths = offsets[1:] - offsets[:-1]
+        return cls(flat, offsets[:-1], lengths if max_length is None else lengths.clamp(max=max_length), labels)
 
     def __len__(self) -> int:
         return self.starts.numel()

@@ -203,14 +203,14 @@ class IMDBDataModule(CachedTextDataModule):
             }
             return
         self.datasets = {
-            name: RaggedSequences(s["flat"], s["offsets"], s["labels"], max_length=self.max_length)
+            name: RaggedSequences.from_offsets(s["flat"], s["offsets"], s["labels"], max_length=self.max_length)
             for name, s in splits.items()
             if name != "unsup"
         }
 
     def _lm_pieces(self, parts: list[dict[str, torch.Tensor]]) -> RaggedSequences:
         flat, offsets = concat_ragged([(p["flat"], p["offsets"]) for p in parts])
-        return RaggedSequences.from_spans(flat, *chunk_spans(offsets, self.lm_chunk_length))
+        return RaggedSequences(flat, *chunk_spans(offsets, self.lm_chunk_length))
 
     def test_dataloader(self) -> DataLoader:
         if self.task == "lm":

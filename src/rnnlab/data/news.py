@@ -159,7 +159,8 @@ class NewsDataModule(CachedTextDataModule):
         splits = self.load_payload()["splits"]
         # max_length inputs need max_length + 1 tokens (targets are shifted by one)
         self.datasets = {
-            name: RaggedSequences(s["flat"], s["offsets"], max_length=self.max_length + 1) for name, s in splits.items()
+            name: RaggedSequences.from_offsets(s["flat"], s["offsets"], max_length=self.max_length + 1)
+            for name, s in splits.items()
         }
 
     def _loader(self, split: str, train: bool) -> DataLoader:
