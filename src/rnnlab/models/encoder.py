@@ -106,8 +106,7 @@ class SequenceEncoder(nn.Module):
         forward half; deeper bidirectional stacks mix the directions and have no causal half.
         """
         if not self.bidirectional:
-            outputs, state = self.rnn(self.embed_dropout(self.embedding(tokens)), state)
-            return outputs, state
+            return self(tokens, None, state)
         if self.num_layers != 1:
             raise ConfigError("a bidirectional encoder with more than one layer has no forward-only half")
         return self.layers[0][0](self.embed_dropout(self.embedding(tokens)), state)

@@ -243,8 +243,12 @@ class LanguageModel(RecurrentModule):
     def _eval_epoch_end(self, stage: str) -> None:
         loss = self.stats[stage]["loss"].compute()  # token-weighted over all batches (and DDP ranks)
         acc = self.stats[stage]["acc"].compute()
-        logged = {f"{stage}/loss": loss, f"{stage}/ppl": torch.exp(loss), f"{stage}/bpt": loss / math.log(2)}
-        logged[f"{stage}/acc"] = acc
+        logged = {
+            f"{stage}/loss": loss,
+            f"{stage}/ppl": torch.exp(loss),
+            f"{stage}/bpt": loss / math.log(2),
+            f"{stage}/acc": acc,
+        }
         if "loss_forward" in self.stats[stage]:
             forward = self.stats[stage]["loss_forward"].compute()
             logged.update({f"{stage}/loss_forward": forward, f"{stage}/ppl_forward": torch.exp(forward)})

@@ -69,7 +69,7 @@ def init_encoder_from_language_model(encoder: nn.Module, path: str | Path, itos:
     ) + sorted(f"{key} not in this encoder" for key in state.keys() - own.keys())
     if wrong:
         hparams = checkpoint.get("hyper_parameters", {})
-        shape = ", ".join(f"model.{k}={_as_override(hparams.get(k, False))}" for k in SHAPE_KEYS)
+        shape = ", ".join(f"model.{k}={_as_override(hparams.get(k))}" for k in SHAPE_KEYS)
         raise ConfigError(
             f"model.pretrained={path}: the encoder does not match ({'; '.join(wrong[:4])}"
             f"{' …' if len(wrong) > 4 else ''}). Set {shape}"
