@@ -12,7 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnnlab.evaluate import evaluate
-from rnnlab.reporting.curves import job_label
+from rnnlab.reporting.curves import job_label, line_styles
 from rnnlab.reporting.rerun import rerun
 from rnnlab.reporting.sweep import write_report
 from rnnlab.train import train
@@ -205,3 +205,9 @@ def test_curve_labels_name_only_the_overrides_a_job_sets():
     assert job_label(frame.iloc[0], keys) == "experiment=news_gru"
     assert job_label(frame.iloc[1], keys) == "experiment=news_gru, model/cell=lstm"
     assert job_label(None, keys) == "all"
+
+
+def test_more_lines_than_colours_still_look_different():
+    styles = line_styles(25)
+    assert len(set(styles)) == 25
+    assert styles[0][1] == "-" and styles[10][1] != "-"  # the dash changes when the colours repeat

@@ -34,6 +34,14 @@ def job_label(row: pd.Series | None, override_keys: list[str]) -> str:
     return ", ".join(parts) or "all"
 
 
+def line_styles(count: int) -> list[tuple[str, str]]:
+    """A (colour, dash) pair per line: past the ten colours of the cycle the dash changes, so a
+    twelve-run report never draws two lines alike."""
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    dashes = ["-", "--", ":", "-."]
+    return [(colours[i % len(colours)], dashes[(i // len(colours)) % len(dashes)]) for i in range(count)]
+
+
 def plot_curves(sweep_dir: Path, jobs: list[Path], frame: pd.DataFrame, override_keys: list[str], tag: str) -> Path:
     """One line per configuration (overrides but the seed): mean over seeds, ± std band."""
     by_job = {str(row["job"]): row for _, row in frame.iterrows()}
@@ -45,15 +53,15 @@ def plot_curves(sweep_dir: Path, jobs: list[Path], frame: pd.DataFrame, override
         if curve:
             series.setdefault(label, []).append(curve)
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label, curves in sorted(series.items()):
+    for (label, curves), (colour, dash) in zip(sorted(series.items()), line_styles(len(series)), strict=True):
         steps = sorted(set.intersection(*(set(c) for c in curves)))
         if not steps:
             continue
         values = np.array([[c[s] for s in steps] for c in curves])
         mean, std = values.mean(0), values.std(0)
-        ax.plot(steps, mean, marker="o", markersize=3, label=f"{label} (n={len(curves)})")
+        ax.plot(steps, mean, dash, color=colour, marker="o", markersize=3, label=f"{label} (n={len(curves)})")
         if len(curves) > 1:
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2)
     ax.set_xlabel("step")
     ax.set_ylabel(tag)
     ax.set_title(f"{tag} — {sweep_dir.name}")
