@@ -1,0 +1,64 @@
+"""The GPU paths (cuDNN kernels, mixed precision, the trainer=gpu config), run where CUDA is.
+
+CI has no GPU, so these skip there; they are run on a lent NVIDIA machine
+(README, "GPU"). A CPU-only test suite cannot catch a tensor left on the wrong
+device or a cuDNN kernel that disagrees with the CPU one.
+"""
+
+import math
+
+import pytest
+import torch
+from test_end_to_end import LM_QUICK, QUICK
+
+from rnnlab.models.encoder import CELLS, SequenceEncoder
+from rnnlab.train import train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA)")
+
+
+@pytest.fixture
+def exact_float32():
+    """TF32 would round the GPU side to ~1e-3; the comparison is about the kernels, not the format."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_encoder_on_gpu_matches_cpu(cell, bidirectional, exact_float32):
+    torch.manual_seed(0)
+    encoder = SequenceEncoder(30, 8, 12, num_layers=2, cell=cell, bidirectional=bidirectional).eval()
+    tokens = torch.randint(1, 30, (5, 9))
+    lengths = torch.tensor([9, 4, 7, 1, 9])
+    with torch.no_grad():
+        on_cpu, _ = encoder(tokens, lengths)
+        on_gpu, _ = encoder.cuda()(tokens.cuda(), lengths.cuda())
+    assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
+def test_classifier_trains_and_tests_on_gpu(precision, compose_cfg, tmp_path):
+    cfg = compose_cfg("experiment=imdb_bilstm", "trainer=gpu", f"trainer.precision={precision}", *QUICK)
+    metrics = train(cfg)
+    assert metrics["status"] == "completed"
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and math.isfinite(metrics["val/loss"])
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
+def test_language_model_trains_on_gpu(precision, compose_cfg, tmp_path):
+    cfg = compose_cfg(
+        "experiment=imdb_lm_pretrain_large",
+        "trainer=gpu",
+        f"trainer.precision={precision}",
+        "data.val_size=8",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        *LM_QUICK,
+        "model.sample_length=5",
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed"
+    assert metrics["val/ppl"] == pytest.approx(2.718281828 ** metrics["val/loss"], rel=1e-4)
