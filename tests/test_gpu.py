@@ -15,6 +15,9 @@ from rnnlab.models.encoder import CELLS, SequenceEncoder
 from rnnlab.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA)")
+# compose_cfg pins trainer.accelerator=cpu, and swapping the trainer group does not undo a value
+# override: without the second entry these ran on the CPU (seen: AMP fell back to bf16 there)
+ON_GPU = ("trainer=gpu", "trainer.accelerator=gpu")
 
 
 @pytest.fixture
@@ -41,7 +44,7 @@ def test_encoder_on_gpu_matches_cpu(cell, bidirectional, exact_float32):
 
 @pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
 def test_classifier_trains_and_tests_on_gpu(precision, compose_cfg, tmp_path):
-    cfg = compose_cfg("experiment=imdb_bilstm", "trainer=gpu", f"trainer.precision={precision}", *QUICK)
+    cfg = compose_cfg("experiment=imdb_bilstm", *ON_GPU, f"trainer.precision={precision}", *QUICK)
     metrics = train(cfg)
     assert metrics["status"] == "completed"
     assert 0.0 <= metrics["test/acc"] <= 1.0 and math.isfinite(metrics["val/loss"])
@@ -51,7 +54,7 @@ def test_classifier_trains_and_tests_on_gpu(precision, compose_cfg, tmp_path):
 def test_language_model_trains_on_gpu(precision, compose_cfg, tmp_path):
     cfg = compose_cfg(
         "experiment=imdb_lm_pretrain_large",
-        "trainer=gpu",
+        *ON_GPU,
         f"trainer.precision={precision}",
         "data.val_size=8",
         "data.batch_size=8",

@@ -191,3 +191,16 @@ def test_adaptive_head_trains_and_predicts():
     assert int(correct) == int((argmax == batch.targets).sum()) >= 7  # accuracy agrees with the head's argmax
     log_probs, _ = model.step(seq[:, :3], None)
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(1, 3), atol=1e-4)
+
+
+def test_adaptive_head_runs_in_float32_under_mixed_precision():
+    """Its loss must not come back in half precision (on CUDA the mix of dtypes raised outright)."""
+    model = tiny_lm(vocab_size=40, head="adaptive", adaptive_cutoffs=[8, 20])
+    seq = torch.tensor([[1, 9, 25, 3, 30, 2, 12, 39, 5, 7]])
+    batch = Batch(seq[:, :-1], torch.tensor([9]), seq[:, 1:])
+    exact = model.loss_on_targets(batch).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.loss_on_targets(batch)
+        log_probs, _ = model.step(seq[:, :3], None)
+    assert mixed.loss.dtype == torch.float32 and log_probs.dtype == torch.float32
+    assert mixed.loss.item() == pytest.approx(exact.item(), abs=0.05)  # only the recurrent part ran in bf16

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,18 @@ def previous_token_targets(batch: Batch) -> Tensor:
     targets[:, 1:] = batch.tokens[:, :-1]
     steps = torch.arange(batch.tokens.size(1), device=batch.tokens.device).unsqueeze(0)
     return targets.masked_fill(steps >= batch.lengths.to(targets.device).unsqueeze(1), IGNORE_INDEX)
+
+
+@contextmanager
+def outside_autocast(hidden: Tensor) -> Iterator[Tensor]:
+    """``hidden`` in float32 with autocast off: ``nn.AdaptiveLogSoftmaxWithLoss`` is not autocast-safe.
+
+    Under CUDA mixed precision its half-precision rows meet float32 log-probabilities in one
+    ``index_copy_`` and training stops (seen on an H200 with 16-mixed and bf16-mixed). The head
+    is a small part of the cost, so it runs in full precision rather than being patched.
+    """
+    with torch.autocast(hidden.device.type, enabled=False):
+        yield hidden.float()
 
 
 def detach_state(state: State | None) -> State | None:
@@ -137,7 +151,8 @@ class LanguageModel(RecurrentModule):
 
     def _log_probs_or_logits(self, hidden: Tensor) -> Tensor:
         if self.adaptive is not None:
-            return self.adaptive.log_prob(hidden.reshape(-1, hidden.size(-1))).view(*hidden.shape[:-1], -1)
+            with outside_autocast(hidden) as full:
+                return self.adaptive.log_prob(full.reshape(-1, full.size(-1))).view(*full.shape[:-1], -1)
         return self.decoder(hidden)
 
     def generate_text(
@@ -183,11 +198,12 @@ class LanguageModel(RecurrentModule):
     def _nll(self, hidden: Tensor, targets: Tensor, accuracy: bool) -> tuple[Tensor, Tensor | None]:
         """Per-target negative log-likelihood and the number of argmax hits."""
         if self.adaptive is not None:
-            nll = -self.adaptive(hidden, targets).output
-            correct = None
-            if accuracy:
-                with torch.no_grad():
-                    correct = (self.adaptive.predict(hidden) == targets).sum()
+            with outside_autocast(hidden) as full:
+                nll = -self.adaptive(full, targets).output
+                correct = None
+                if accuracy:
+                    with torch.no_grad():
+                        correct = (self.adaptive.predict(full) == targets).sum()
             return nll, correct
         logits = self.decoder(hidden)
         nll = F.cross_entropy(logits, targets, reduction="none")
