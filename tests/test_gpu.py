@@ -1,7 +1,7 @@
 """The GPU paths (cuDNN kernels, mixed precision, the trainer=gpu config), run where CUDA is.
 
 CI has no GPU, so these skip there; they are run on a lent NVIDIA machine
-(README, "GPU"). A CPU-only test suite cannot catch a tensor left on the wrong
+(README, "Tests"). A CPU-only test suite cannot catch a tensor left on the wrong
 device or a cuDNN kernel that disagrees with the CPU one.
 """
 
@@ -43,7 +43,7 @@ def test_encoder_on_gpu_matches_cpu(cell, bidirectional, exact_float32):
 
 
 @pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
-def test_classifier_trains_and_tests_on_gpu(precision, compose_cfg, tmp_path):
+def test_classifier_trains_and_tests_on_gpu(precision, compose_cfg):
     cfg = compose_cfg("experiment=imdb_bilstm", *ON_GPU, f"trainer.precision={precision}", *QUICK)
     metrics = train(cfg)
     assert metrics["status"] == "completed"
@@ -51,7 +51,7 @@ def test_classifier_trains_and_tests_on_gpu(precision, compose_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
-def test_language_model_trains_on_gpu(precision, compose_cfg, tmp_path):
+def test_language_model_trains_on_gpu(precision, compose_cfg):
     cfg = compose_cfg(
         "experiment=imdb_lm_pretrain_large",
         *ON_GPU,
