@@ -116,3 +116,46 @@ def test_tiny_batch_overfits_to_full_accuracy():
         loss.backward()
         opt.step()
     assert ((model(tokens, lengths) > 0).float() == targets).all()
+
+
+def paired_encoders(cell: str, bidirectional: bool, weight_drop: float) -> tuple[SequenceEncoder, SequenceEncoder]:
+    """The same initial weights, with and without DropConnect on the recurrence."""
+    kwargs = dict(vocab_size=20, embed_dim=6, hidden_size=16, num_layers=2, cell=cell, bidirectional=bidirectional)
+    plain = SequenceEncoder(**kwargs)
+    dropped = SequenceEncoder(**kwargs, weight_drop=weight_drop)
+    dropped.load_state_dict(plain.state_dict())  # same keys: weight drop adds no parameters
+    return plain, dropped
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_weight_drop_only_touches_the_recurrence_and_only_in_training(cell, bidirectional):
+    torch.manual_seed(0)
+    plain, dropped = paired_encoders(cell, bidirectional, weight_drop=0.5)
+    tokens = torch.randint(1, 20, (3, 7))
+    with torch.no_grad():
+        reference, _ = plain(tokens)
+        trained, _ = dropped.train()(tokens)
+        evaluated, _ = dropped.eval()(tokens)
+        one_step, _ = dropped.train()(tokens[:, :1])
+    assert torch.equal(evaluated, reference)
+    assert not torch.allclose(trained, reference, atol=1e-4)
+    # From a zero state the first step never reads weight_hh: a dropped recurrence cannot change it
+    expected = reference[:, 0] if not bidirectional else plain(tokens[:, :1])[0][:, 0]
+    assert torch.allclose(one_step[:, 0], expected, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), dropped.parameters(), strict=True))
+
+
+def test_weight_drop_masks_recurrent_gradients():
+    torch.manual_seed(0)
+    encoder = SequenceEncoder(vocab_size=20, embed_dim=6, hidden_size=32, cell="lstm", weight_drop=0.5)
+    outputs, _ = encoder(torch.randint(1, 20, (4, 12)))
+    outputs.square().sum().backward()
+    recurrent_zeros = (encoder.rnn.weight_hh_l0.grad == 0).float().mean().item()
+    assert 0.4 < recurrent_zeros < 0.6  # the dropped half of the matrix gets no gradient
+    assert (encoder.rnn.weight_ih_l0.grad != 0).float().mean().item() > 0.95
+
+
+def test_weight_drop_out_of_range_names_the_setting():
+    with pytest.raises(ConfigError, match=r"model\.weight_drop=1\.0"):
+        SequenceEncoder(vocab_size=20, embed_dim=6, hidden_size=8, weight_drop=1.0)

@@ -42,6 +42,7 @@ class SequenceClassifier(RecurrentModule):
         bidirectional: bool = False,
         dropout: float = 0.0,
         embed_dropout: float = 0.0,
+        weight_drop: float = 0.0,
         head_dropout: float = 0.0,
         pooling: str = "last",
         fc_hidden: int = 64,
@@ -67,7 +68,16 @@ class SequenceClassifier(RecurrentModule):
                 f"got {encoder_lr_scale} and {freeze_encoder_epochs}"
             )
         self.encoder = SequenceEncoder(
-            vocab_size, embed_dim, hidden_size, num_layers, cell, bidirectional, dropout, embed_dropout, padding_idx
+            vocab_size,
+            embed_dim,
+            hidden_size,
+            num_layers,
+            cell,
+            bidirectional,
+            dropout,
+            embed_dropout,
+            padding_idx,
+            weight_drop,
         )
         features = self.encoder.output_size * (2 if pooling == "meanmax" else 1)
         self.binary = num_classes == 2

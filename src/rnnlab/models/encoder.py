@@ -9,12 +9,19 @@ Variable lengths are handled on padded tensors, not packed sequences: on CPU a p
 - a reverse direction runs on each row reversed within its own length (padding stays
   at the end), and its outputs are reversed back.
 Length-bucketed batches keep the padding, and so the wasted compute, small.
+
+``weight_drop`` is AWD-LSTM's DropConnect on the hidden-to-hidden matrices (Merity et al.
+2018): one mask per forward pass, shared by every time step, so the recurrence itself is
+regularised while the fused cuDNN / CPU kernels still run (dropout on the hidden state
+between steps would need a Python loop over time).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from rnnlab.errors import ConfigError
 from rnnlab.models.elman import ElmanRNN, reverse_padded
@@ -28,6 +35,18 @@ def check_positive(**values: int | float) -> None:
     for key, value in values.items():
         if value is None or value <= 0:
             raise ConfigError(f"model.{key} must be a positive number, got {value!r}")
+
+
+def drop_recurrent_weights(rnn: nn.Module, p: float, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+    """Run ``rnn`` with dropout on its ``weight_hh*`` matrices; the module's own weights stay as they are.
+
+    ``functional_call`` swaps the dropped tensors in for this call only, so checkpoints keep the
+    plain parameter names (a weight-dropped LM still starts a classifier) and gradients reach them.
+    """
+    dropped = {
+        name: F.dropout(w, p, training=True) for name, w in rnn.named_parameters() if name.startswith("weight_hh")
+    }
+    return functional_call(rnn, dropped, (x, state))
 
 
 def step_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
@@ -54,13 +73,17 @@ class SequenceEncoder(nn.Module):
         dropout: float = 0.0,
         embed_dropout: float = 0.0,
         padding_idx: int | None = None,
+        weight_drop: float = 0.0,
     ):
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"model.cell={cell!r} is not a known cell; allowed: {', '.join(CELLS)}")
         check_positive(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers)
-        if not 0.0 <= dropout < 1.0 or not 0.0 <= embed_dropout < 1.0:
-            raise ConfigError(f"model dropouts must be in [0, 1), got dropout={dropout}, embed_dropout={embed_dropout}")
+        dropouts = {"dropout": dropout, "embed_dropout": embed_dropout, "weight_drop": weight_drop}
+        if not all(0.0 <= value < 1.0 for value in dropouts.values()):
+            shown = ", ".join(f"model.{key}={value}" for key, value in dropouts.items())
+            raise ConfigError(f"model dropouts must be in [0, 1), got {shown}")
+        self.weight_drop = weight_drop
         self.cell, self.num_layers, self.hidden_size = cell, num_layers, hidden_size
         self.bidirectional = bidirectional
         self.num_directions = 2 if bidirectional else 1
@@ -94,7 +117,7 @@ class SequenceEncoder(nn.Module):
             if state is not None:
                 raise ConfigError("a bidirectional encoder cannot continue from a carried state")
             return self._bidirectional(x, lengths if ragged else None), None
-        outputs, state = self.rnn(x, state)
+        outputs, state = self._recur(self.rnn, x, state)
         if not ragged:
             return outputs, state
         return outputs * step_mask(lengths, x.size(1), x.device).unsqueeze(-1), None
@@ -109,15 +132,20 @@ class SequenceEncoder(nn.Module):
             return self(tokens, None, state)
         if self.num_layers != 1:
             raise ConfigError("a bidirectional encoder with more than one layer has no forward-only half")
-        return self.layers[0][0](self.embed_dropout(self.embedding(tokens)), state)
+        return self._recur(self.layers[0][0], self.embed_dropout(self.embedding(tokens)), state)
+
+    def _recur(self, rnn: nn.Module, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        if self.training and self.weight_drop > 0:
+            return drop_recurrent_weights(rnn, self.weight_drop, x, state)
+        return rnn(x, state)
 
     def _bidirectional(self, x: Tensor, lengths: Tensor | None) -> Tensor:
         mask = step_mask(lengths, x.size(1), x.device).unsqueeze(-1) if lengths is not None else None
         for i, (forward_rnn, reverse_rnn) in enumerate(self.layers):
             if i > 0:
                 x = self.layer_dropout(x)
-            ahead, _ = forward_rnn(x)
-            behind, _ = reverse_rnn(reverse_padded(x, lengths))
+            ahead, _ = self._recur(forward_rnn, x)
+            behind, _ = self._recur(reverse_rnn, reverse_padded(x, lengths))
             x = torch.cat([ahead, reverse_padded(behind, lengths)], dim=-1)
             if mask is not None:
                 x = x * mask

@@ -92,6 +92,7 @@ class LanguageModel(RecurrentModule):
         bidirectional: bool = False,
         dropout: float = 0.0,
         embed_dropout: float = 0.0,
+        weight_drop: float = 0.0,
         output_dropout: float = 0.0,
         tie_weights: bool = False,
         head: str = "full",
@@ -121,7 +122,16 @@ class LanguageModel(RecurrentModule):
                 f"model.tie_weights=true needs embed_dim == hidden_size (got {embed_dim} and {hidden_size})"
             )
         self.encoder = SequenceEncoder(
-            vocab_size, embed_dim, hidden_size, num_layers, cell, bidirectional, dropout, embed_dropout, padding_idx
+            vocab_size,
+            embed_dim,
+            hidden_size,
+            num_layers,
+            cell,
+            bidirectional,
+            dropout,
+            embed_dropout,
+            padding_idx,
+            weight_drop,
         )
         self.output_dropout = nn.Dropout(output_dropout)
         if head == "adaptive":
