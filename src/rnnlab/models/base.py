@@ -10,6 +10,9 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from rnnlab.errors import ConfigError
+from rnnlab.models.schedules import wants_total_steps
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
@@ -41,7 +44,7 @@ class RecurrentModule(pl.LightningModule):
             group["lr"] *= scale  # before the scheduler records each group's initial_lr
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer, **self._schedule_length())
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
@@ -50,6 +53,17 @@ class RecurrentModule(pl.LightningModule):
                 "monitor": self.scheduler_monitor,
             },
         }
+
+    def _schedule_length(self) -> dict[str, int]:
+        """``total_steps`` for a schedule that asks for it: the optimizer steps this run will take."""
+        if not wants_total_steps(self.scheduler_factory):
+            return {}
+        if self.scheduler_interval != "step":
+            raise ConfigError(
+                f"model.scheduler is sized in optimizer steps (it takes total_steps) but "
+                f"model.scheduler_interval={self.scheduler_interval!r}; set model.scheduler_interval=step"
+            )
+        return {"total_steps": int(self.trainer.estimated_stepping_batches)}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the gradient norm (before clipping) so exploding gradients show up in TensorBoard."""
