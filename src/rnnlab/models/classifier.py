@@ -67,18 +67,7 @@ class SequenceClassifier(RecurrentModule):
                 f"model.encoder_lr_scale and model.freeze_encoder_epochs must not be negative, "
                 f"got {encoder_lr_scale} and {freeze_encoder_epochs}"
             )
-        self.encoder = SequenceEncoder(
-            vocab_size,
-            embed_dim,
-            hidden_size,
-            num_layers,
-            cell,
-            bidirectional,
-            dropout,
-            embed_dropout,
-            padding_idx,
-            weight_drop,
-        )
+        self.encoder = SequenceEncoder.from_settings(self.hparams)
         features = self.encoder.output_size * (2 if pooling == "meanmax" else 1)
         self.binary = num_classes == 2
         self.head = nn.Sequential(

@@ -18,6 +18,10 @@ between steps would need a Python loop over time).
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -107,6 +111,15 @@ class SequenceEncoder(nn.Module):
                 dropout=dropout if num_layers > 1 else 0.0,
             )
         self.output_size = hidden_size * self.num_directions
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> SequenceEncoder:
+        """The encoder a model's hyper-parameters describe, read the same way by every model.
+
+        One reader keeps a language model's encoder and a classifier's interchangeable (transfer).
+        """
+        names = [name for name in inspect.signature(cls).parameters if name in settings]
+        return cls(**{name: settings[name] for name in names})
 
     def forward(
         self, tokens: Tensor, lengths: Tensor | None = None, state: State | None = None

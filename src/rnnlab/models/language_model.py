@@ -121,18 +121,7 @@ class LanguageModel(RecurrentModule):
             raise ConfigError(
                 f"model.tie_weights=true needs embed_dim == hidden_size (got {embed_dim} and {hidden_size})"
             )
-        self.encoder = SequenceEncoder(
-            vocab_size,
-            embed_dim,
-            hidden_size,
-            num_layers,
-            cell,
-            bidirectional,
-            dropout,
-            embed_dropout,
-            padding_idx,
-            weight_drop,
-        )
+        self.encoder = SequenceEncoder.from_settings(self.hparams)
         self.output_dropout = nn.Dropout(output_dropout)
         if head == "adaptive":
             cutoffs = [c for c in (adaptive_cutoffs or [2000, 10000]) if c < vocab_size - 1]
