@@ -10,7 +10,7 @@ from rnnlab.models.encoder import CELLS, SequenceEncoder
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
-@pytest.mark.parametrize("pooling", ["last", "meanmax"])
+@pytest.mark.parametrize("pooling", ["last", "meanmax", "concat"])
 def test_padding_invariance(cell, pooling):
     torch.manual_seed(0)
     model = SequenceClassifier(
@@ -159,3 +159,14 @@ def test_weight_drop_masks_recurrent_gradients():
 def test_weight_drop_out_of_range_names_the_setting():
     with pytest.raises(ConfigError, match=r"model\.weight_drop=1\.0"):
         SequenceEncoder(vocab_size=20, embed_dim=6, hidden_size=8, weight_drop=1.0)
+
+
+def test_concat_pooling_reads_the_last_step_the_mean_and_the_max():
+    torch.manual_seed(0)
+    model = SequenceClassifier(vocab_size=30, embed_dim=8, hidden_size=6, pooling="concat", fc_hidden=5).eval()
+    tokens, lengths = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]]), torch.tensor([4, 2])
+    with torch.no_grad():
+        outputs, _ = model.encoder(tokens, lengths)
+        rows = [outputs[i, :n] for i, n in enumerate(lengths.tolist())]
+        features = torch.stack([torch.cat([row[-1], row.mean(0), row.amax(0)]) for row in rows])
+        assert torch.allclose(model(tokens, lengths), model.head(features).squeeze(-1), atol=1e-6)

@@ -14,7 +14,15 @@ from rnnlab.errors import ConfigError
 from rnnlab.models.base import OptimizerFactory, RecurrentModule, SchedulerFactory
 from rnnlab.models.encoder import SequenceEncoder, check_positive
 
-POOLINGS = ("last", "mean", "max", "meanmax")
+# what each pooling reads: the last step, the mean and/or the max over time;
+# "concat" is ULMFiT's concat pooling, all three side by side
+POOLINGS: dict[str, tuple[str, ...]] = {
+    "last": ("last",),
+    "mean": ("mean",),
+    "max": ("max",),
+    "meanmax": ("mean", "max"),
+    "concat": ("last", "mean", "max"),
+}
 
 
 def pool(outputs: Tensor, lengths: Tensor, how: str) -> Tensor:
@@ -22,9 +30,9 @@ def pool(outputs: Tensor, lengths: Tensor, how: str) -> Tensor:
     mask = torch.arange(outputs.size(1), device=outputs.device).unsqueeze(0) < lengths.to(outputs.device).unsqueeze(1)
     mask = mask.unsqueeze(-1)
     parts = []
-    if how in ("mean", "meanmax"):
+    if "mean" in POOLINGS[how]:
         parts.append((outputs * mask).sum(1) / mask.sum(1).clamp(min=1))
-    if how in ("max", "meanmax"):
+    if "max" in POOLINGS[how]:
         parts.append(outputs.masked_fill(~mask, float("-inf")).amax(1))
     return torch.cat(parts, dim=-1)
 
@@ -68,7 +76,7 @@ class SequenceClassifier(RecurrentModule):
                 f"got {encoder_lr_scale} and {freeze_encoder_epochs}"
             )
         self.encoder = SequenceEncoder.from_settings(self.hparams)
-        features = self.encoder.output_size * (2 if pooling == "meanmax" else 1)
+        features = self.encoder.output_size * len(POOLINGS[pooling])
         self.binary = num_classes == 2
         self.head = nn.Sequential(
             nn.Linear(features, fc_hidden),
@@ -104,9 +112,10 @@ class SequenceClassifier(RecurrentModule):
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         outputs, _ = self.encoder(tokens, lengths)
         pooling = self.hparams.pooling
-        features = (
-            self.encoder.final_features(outputs, lengths) if pooling == "last" else pool(outputs, lengths, pooling)
-        )
+        parts = [self.encoder.final_features(outputs, lengths)] if "last" in POOLINGS[pooling] else []
+        if pooling != "last":
+            parts.append(pool(outputs, lengths, pooling))
+        features = torch.cat(parts, dim=-1)
         logits = self.head(features)
         return logits.squeeze(-1) if self.binary else logits
 
