@@ -5,6 +5,7 @@ from functools import partial
 import lightning.pytorch as pl
 import pytest
 import torch
+from test_transfer import SMALL, TINY
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 
 from rnnlab.builders import build_datamodule, build_model
@@ -12,7 +13,17 @@ from rnnlab.errors import ConfigError
 from rnnlab.models.schedules import slanted_triangular, wants_total_steps
 
 STLR = ("~model.scheduler", "+model.scheduler={_target_:rnnlab.models.schedules.slanted_triangular,_partial_:true}")
-TINY = ("model.pretrained=null", "data.val_size=8", "data.batch_size=8", "model.embed_dim=8", "model.hidden_size=8")
+
+
+def fit_finetune(compose_cfg, output_dir, *overrides: str, epochs: int) -> pl.Trainer:
+    """A from-scratch imdb_finetune on the tiny data with the slanted triangular schedule."""
+    cfg = compose_cfg(
+        "experiment=imdb_finetune", "model.pretrained=null", *TINY, *SMALL, *STLR, *overrides, output_dir=output_dir
+    )
+    datamodule = build_datamodule(cfg)
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(build_model(cfg, datamodule), datamodule=datamodule)
+    return trainer
 
 
 def rates(total_steps: int, **kwargs) -> list[list[float]]:
@@ -51,20 +62,12 @@ def test_only_schedules_that_take_total_steps_and_leave_it_open_get_it():
 
 
 def test_finetune_with_slanted_triangular_spans_the_whole_run(compose_cfg, tmp_path):
-    cfg = compose_cfg("experiment=imdb_finetune", *TINY, *STLR, "model.scheduler_interval=step", output_dir=tmp_path)
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg, datamodule)
-    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.fit(model, datamodule=datamodule)
+    trainer = fit_finetune(compose_cfg, tmp_path, "model.scheduler_interval=step", epochs=2)
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.last_epoch == trainer.global_step > 0
     assert scheduler.get_last_lr() == pytest.approx([1e-3 / 32, 1e-3 / 32])  # back at the floor after the last step
 
 
 def test_a_step_sized_schedule_stepped_per_epoch_names_the_fix(compose_cfg, tmp_path):
-    cfg = compose_cfg("experiment=imdb_finetune", *TINY, *STLR, output_dir=tmp_path)
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg, datamodule)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(ConfigError, match="model.scheduler_interval=step"):
-        trainer.fit(model, datamodule=datamodule)
+        fit_finetune(compose_cfg, tmp_path, epochs=1)
