@@ -9,6 +9,7 @@ from rnnlab.data.batching import (
     collate_language_model,
     concat_ragged,
     ragged_from_lists,
+    reverse_each,
 )
 
 
@@ -99,3 +100,12 @@ def test_concat_ragged_keeps_order_and_boundaries():
     flat, offsets = concat_ragged([a, b])
     joined = RaggedSequences.from_offsets(flat, offsets)
     assert [joined[i][0].tolist() for i in range(len(joined))] == [[1], [2, 3], [4, 5, 6]]
+
+
+def test_reverse_each_flips_every_sequence_in_place():
+    flat, offsets = ragged_from_lists([[1, 2, 3], [], [4], [5, 6]])
+    backward = RaggedSequences.from_offsets(reverse_each(flat, offsets), offsets)
+    assert [backward[i][0].tolist() for i in range(4)] == [[3, 2, 1], [], [4], [6, 5]]
+    assert torch.equal(reverse_each(reverse_each(flat, offsets), offsets), flat)
+    tail = reverse_each(torch.arange(6), torch.tensor([2, 4, 6]))  # offsets not from 0: the head is untouched
+    assert tail.tolist() == [0, 1, 3, 2, 5, 4]

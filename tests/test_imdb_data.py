@@ -141,6 +141,20 @@ def test_language_model_mode_reads_train_and_unlabelled_never_test(tiny_data_dir
     assert dm.codec.encode("A GREAT movie!") == dm.vocab.encode(["a", "great", "movie"])
 
 
+@pytest.mark.parametrize("task", ["classify", "lm"])
+def test_reverse_reads_each_review_end_first_with_its_own_label(tiny_data_dir, tmp_path, task):
+    forward = make_dm(tiny_data_dir, tmp_path / "c", task=task, lm_chunk_length=1000)
+    backward = make_dm(tiny_data_dir, tmp_path / "c", task=task, lm_chunk_length=1000, reverse=True)
+    forward.setup("fit"), backward.setup("fit")
+    assert forward.vocab.itos == backward.vocab.itos  # one cache, one vocabulary for both directions
+    for split in ("train", "val"):
+        a, b = forward.datasets[split], backward.datasets[split]
+        assert len(a) == len(b) > 0
+        for i in range(len(a)):
+            assert b[i][0].tolist() == a[i][0].flip(0).tolist()
+            assert (a[i][1] is None and b[i][1] is None) or torch.equal(a[i][1], b[i][1])
+
+
 def test_unknown_task_is_refused():
     with pytest.raises(ConfigError, match="data.task='regression'"):
         IMDBDataModule(data_dir="x", task="regression")

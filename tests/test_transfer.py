@@ -48,6 +48,8 @@ def test_pretrain_then_finetune_starts_from_the_language_model(compose_cfg, tmp_
         build_model(cfg := finetune_cfg("model.hidden_size=32", name="h"), build_datamodule(cfg))
     with pytest.raises(ConfigError, match="bidirectional=false"):
         build_model(cfg := finetune_cfg("model.bidirectional=true", name="b"), build_datamodule(cfg))
+    with pytest.raises(ConfigError, match="trained with data.reverse=false .* set data.reverse=false"):
+        build_model(cfg := finetune_cfg("data.reverse=true", name="r"), build_datamodule(cfg))
 
 
 def test_forward_backward_language_model_starts_a_bidirectional_classifier(compose_cfg, tmp_path):
@@ -68,6 +70,17 @@ def test_forward_backward_language_model_starts_a_bidirectional_classifier(compo
         build_model(
             cfg := compose_cfg("experiment=imdb_finetune", *extra, output_dir=tmp_path / "u"), build_datamodule(cfg)
         )
+
+
+def test_backward_language_model_starts_a_backward_classifier(compose_cfg, tmp_path):
+    lm_run = train(compose_cfg("experiment=imdb_lm_pretrain", *TINY, *SMALL, "data.reverse=true", output_dir=tmp_path))
+    extra = (f"model.pretrained={lm_run['best_checkpoint']}", *TINY, *SMALL)
+    cfg = compose_cfg("experiment=imdb_finetune", *extra, "data.reverse=true")
+    model = build_model(cfg, build_datamodule(cfg))
+    lm_encoder = encoder_state(load_checkpoint(lm_run["best_checkpoint"]))
+    assert all(torch.equal(v, lm_encoder[k]) for k, v in model.encoder.state_dict().items())
+    with pytest.raises(ConfigError, match="trained with data.reverse=true"):
+        build_model(cfg := compose_cfg("experiment=imdb_finetune", *extra), build_datamodule(cfg))
 
 
 def test_pretrained_must_be_a_language_model_checkpoint(compose_cfg, tmp_path):

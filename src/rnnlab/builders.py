@@ -73,7 +73,8 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Light
         node = OmegaConf.create({k: v for k, v in resolved(node).items() if k != "pretrained"})
     model = build(node, vocab_size=datamodule.vocab_size, padding_idx=datamodule.pad_index)
     if pretrained:
-        init_encoder_from_language_model(model.encoder, pretrained, datamodule.vocab.itos)
+        reverse = bool(getattr(datamodule, "reverse", False))
+        init_encoder_from_language_model(model.encoder, pretrained, datamodule.vocab.itos, reverse)
     return model
 
 

@@ -50,6 +50,20 @@ def concat_ragged(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tenso
     return torch.cat(flats), torch.cat(offsets)
 
 
+def reverse_each(flat: Tensor, offsets: Tensor) -> Tensor:
+    """Every sequence's tokens in reverse order, each sequence staying in its own place.
+
+    A model reading reviews backwards is the second half of ULMFiT's bidirectional
+    ensemble: it sees each review from its end, so its errors differ from the forward one's.
+    """
+    lengths = offsets[1:] - offsets[:-1]
+    sequence = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
+    position = torch.arange(int(offsets[0]), int(offsets[-1]))
+    reversed_flat = flat.clone()
+    reversed_flat[position] = flat[offsets[:-1][sequence] + offsets[1:][sequence] - 1 - position]
+    return reversed_flat
+
+
 def chunk_spans(offsets: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """``(starts, lengths)`` cutting each sequence into pieces of at most ``size + 1`` tokens.
 

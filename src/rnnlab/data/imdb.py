@@ -8,7 +8,8 @@ builds the vocabulary from the 20k (plus the 50k unlabelled reviews with
 Two tasks on one cache: ``classify`` (many-to-one sentiment) and ``lm`` (next word
 over the 20k training reviews + the unlabelled ones, validated on the 5k; the test
 reviews are never read in this mode, so a classifier later fine-tuned from the
-language model is still tested on unseen text).
+language model is still tested on unseen text). ``reverse=true`` reads every review
+from its last word to its first, for either task: the backward half of an ensemble.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rnnlab.data.batching import (
     collate_language_model,
     concat_ragged,
     ragged_from_lists,
+    reverse_each,
 )
 from rnnlab.data.codec import TextCodec
 from rnnlab.data.sources import RemoteFile, find_or_download
@@ -122,6 +124,7 @@ class IMDBDataModule(CachedTextDataModule):
         task: str = "classify",
         unlabelled: bool = False,
         lm_chunk_length: int = 256,
+        reverse: bool = False,
         **common: Any,
     ):
         super().__init__(**common)
@@ -136,6 +139,7 @@ class IMDBDataModule(CachedTextDataModule):
         self.val_size, self.split_seed = val_size, split_seed
         self.min_freq, self.max_size, self.max_length = min_freq, max_size, max_length
         self.task, self.unlabelled, self.lm_chunk_length = task, unlabelled, lm_chunk_length
+        self.reverse = reverse
         self.has_test_split = task == "classify"
         self.datasets: dict[str, RaggedSequences] = {}
 
@@ -196,6 +200,8 @@ class IMDBDataModule(CachedTextDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         splits = self.load_payload()["splits"]
+        if self.reverse:  # a reading direction, not a preprocessing: one cache serves both
+            splits = {name: {**s, "flat": reverse_each(s["flat"], s["offsets"])} for name, s in splits.items()}
         if self.task == "lm":
             self.datasets = {
                 "train": self._lm_pieces([splits[n] for n in ("train", "unsup") if n in splits]),

@@ -3,7 +3,7 @@
 Pretraining on unlabelled reviews teaches the encoder the language; the classifier
 then learns sentiment from far fewer labelled examples. Only what both models share
 is copied, and only when it means the same thing: the same vocabulary in the same
-order, and an encoder of the same shape. Anything else is refused with the setting
+order, the same reading direction, and an encoder of the same shape. Anything else is refused with the setting
 to change, because a silently partial copy trains as if from scratch.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from rnnlab.checkpoints import load_checkpoint
+from rnnlab.checkpoints import CONFIG_KEY, load_checkpoint
 from rnnlab.errors import ConfigError
 from rnnlab.models.language_model import CODEC_KEY
 
@@ -50,16 +50,31 @@ def _check_vocabulary(path: Path, checkpoint: dict[str, Any], itos: list[str]) -
         )
 
 
+def _check_direction(path: Path, checkpoint: dict[str, Any], reverse: bool) -> None:
+    """A backward language model reads reviews end first: its encoder is no start for a forward classifier."""
+    data = (checkpoint.get(CONFIG_KEY) or {}).get("data") or {}
+    theirs = bool(data.get("reverse", False))
+    if theirs != reverse:
+        raise ConfigError(
+            f"model.pretrained={path} was trained with data.reverse={_as_override(theirs)} but this run reads "
+            f"data.reverse={_as_override(reverse)}; set data.reverse={_as_override(theirs)} "
+            f"(or pretrain a language model in this direction)"
+        )
+
+
 def _as_override(value: Any) -> str:
     """A value as it is typed on the command line (``true``, not ``True``)."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def init_encoder_from_language_model(encoder: nn.Module, path: str | Path, itos: list[str]) -> None:
+def init_encoder_from_language_model(
+    encoder: nn.Module, path: str | Path, itos: list[str], reverse: bool = False
+) -> None:
     """Copy embedding + recurrent weights from a language-model checkpoint into ``encoder``."""
     path = Path(path)
     checkpoint = load_checkpoint(path)
     _check_vocabulary(path, checkpoint, itos)
+    _check_direction(path, checkpoint, reverse)
     state = encoder_state(checkpoint)
     own = encoder.state_dict()
     wrong = sorted(
