@@ -3,15 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
-from rnnlab.cli import run_entry
+from rnnlab.cli import print_metrics, run_entry
 from rnnlab.evaluate import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    metrics = run_entry(evaluate, cfg)
-    for key, value in sorted(metrics.items()):
-        print(f"{key}: {value}")
+    print_metrics(run_entry(evaluate, cfg))
 
 
 if __name__ == "__main__":

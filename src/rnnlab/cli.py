@@ -43,3 +43,9 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
         raise
+
+
+def print_metrics(metrics: dict[str, Any] | None) -> None:
+    """``key: value`` lines of a run's metrics (what eval and ensemble show on the terminal)."""
+    for key, value in sorted((metrics or {}).items()):
+        print(f"{key}: {value}")

@@ -119,13 +119,18 @@ class SequenceClassifier(RecurrentModule):
         logits = self.head(features)
         return logits.squeeze(-1) if self.binary else logits
 
+    def scores(self, logits: Tensor) -> Tensor:
+        """Probabilities: of the positive class ``[B]`` (binary) or of every class ``[B, C]``."""
+        return torch.sigmoid(logits) if self.binary else logits.softmax(-1)
+
     def _loss_and_scores(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         logits = self(batch.tokens, batch.lengths)
+        targets = batch.targets.long()
         if self.binary:
             loss = F.binary_cross_entropy_with_logits(logits, batch.targets.float())
-            return loss, torch.sigmoid(logits), batch.targets.long()
-        targets = batch.targets.long()
-        return F.cross_entropy(logits, targets), logits.softmax(-1), targets
+        else:
+            loss = F.cross_entropy(logits, targets)
+        return loss, self.scores(logits), targets
 
     def _step(self, batch: Batch, stage: str, metrics: MetricCollection) -> Tensor:
         loss, scores, targets = self._loss_and_scores(batch)
