@@ -3,8 +3,9 @@
 Pretraining on unlabelled reviews teaches the encoder the language; the classifier
 then learns sentiment from far fewer labelled examples. Only what both models share
 is copied, and only when it means the same thing: the same vocabulary in the same
-order, the same reading direction, and an encoder of the same shape. Anything else is refused with the setting
-to change, because a silently partial copy trains as if from scratch.
+order, the same reading direction, and an encoder of the same shape. Anything else
+is refused with the setting to change, because a silently partial copy trains as if
+from scratch.
 """
 
 from __future__ import annotations
