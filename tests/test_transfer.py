@@ -5,12 +5,19 @@ import torch
 
 from rnnlab.builders import build_datamodule, build_model
 from rnnlab.checkpoints import load_checkpoint
+from rnnlab.data.codec import TextCodec
 from rnnlab.errors import ConfigError
+from rnnlab.generate import generate
+from rnnlab.models.language_model import CODEC_KEY
 from rnnlab.models.transfer import encoder_state
 from rnnlab.train import train
 
 TINY = ("data.val_size=8", "data.batch_size=8", "trainer.log_every_n_steps=1")
 SMALL = ("model.embed_dim=16", "model.hidden_size=24")
+
+
+def language_model_codec(path: str) -> TextCodec:
+    return TextCodec.from_dict(load_checkpoint(path)[CODEC_KEY])
 
 
 def test_pretrain_then_finetune_starts_from_the_language_model(compose_cfg, tmp_path):
@@ -74,6 +81,15 @@ def test_forward_backward_language_model_starts_a_bidirectional_classifier(compo
 
 def test_backward_language_model_starts_a_backward_classifier(compose_cfg, tmp_path):
     lm_run = train(compose_cfg("experiment=imdb_lm_pretrain", *TINY, *SMALL, "data.reverse=true", output_dir=tmp_path))
+    # it reads prompts last word first and writes what comes before them
+    gen_cfg = compose_cfg(f"ckpt_path={lm_run['best_checkpoint']}", "prompt=A great movie", config_name="generate")
+    text = generate(gen_cfg)
+    assert text.endswith(" A great movie") and len(text.split()) == 3 + gen_cfg.max_new_tokens
+    codec = language_model_codec(lm_run["best_checkpoint"])
+    forward = TextCodec.from_dict({**codec.to_dict(), "reverse": False})
+    words = " ".join(codec.itos[2:6])  # four different known words
+    assert codec.reverse and codec.encode(words) == forward.encode(words)[::-1] != forward.encode(words)
+    assert codec.decode(codec.encode(words)) == forward.decode(forward.encode(words)) == words
     extra = (f"model.pretrained={lm_run['best_checkpoint']}", *TINY, *SMALL)
     cfg = compose_cfg("experiment=imdb_finetune", *extra, "data.reverse=true")
     model = build_model(cfg, build_datamodule(cfg))

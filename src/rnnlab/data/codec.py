@@ -1,7 +1,9 @@
 """Prompt text ↔ token ids for generation, saved inside every language-model checkpoint.
 
 A checkpoint must generate text without its DataModule, so the codec (vocabulary,
-character or word level, normaliser, start/end tokens) travels with the weights.
+character or word level, normaliser, start/end tokens, reading direction) travels with
+the weights. A backward model (IMDb ``data.reverse=true``) reads the prompt last word
+first and writes what comes before it, so its text is turned back the right way round.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class TextCodec:
     start_token: str | None = None
     end_token: str | None = None
     unk_token: str | None = None
+    reverse: bool = False  # the model reads text last token first
     stoi: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -44,6 +47,8 @@ class TextCodec:
             words = imdb_tokenize(text)
         else:
             words = text.split()
+        if self.reverse:
+            words = words[::-1]
         return [self.start_token, *words] if self.start_token else words
 
     def encode(self, text: str) -> list[int]:
@@ -60,15 +65,17 @@ class TextCodec:
         return [self.stoi.get(t, unk) for t in tokens]
 
     def decode(self, ids: list[int]) -> str:
-        tokens = [self.itos[i] for i in ids]
+        tokens = [self.itos[i] for i in (reversed(ids) if self.reverse else ids)]
         if self.level == "char":
             return "".join(tokens)
         return " ".join(t for t in tokens if t not in (self.start_token, self.end_token))
 
     def join(self, prompt: str, continuation: str) -> str:
-        if self.level == "char" or not continuation:
-            return prompt + continuation
-        return f"{prompt} {continuation}"
+        """The prompt and what the model wrote, in reading order (a backward model writes what precedes)."""
+        first, second = (continuation, prompt) if self.reverse else (prompt, continuation)
+        if self.level == "char" or not first or not second:
+            return first + second
+        return f"{first} {second}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

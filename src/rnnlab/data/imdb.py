@@ -169,7 +169,7 @@ class IMDBDataModule(CachedTextDataModule):
     def codec(self) -> TextCodec:
         """Prompts are tokenised as the reviews were, so a review LM generates from plain text."""
         self.load_payload()
-        return TextCodec(self.vocab.itos, level="word", normalizer="imdb", unk_token=UNK)
+        return TextCodec(self.vocab.itos, level="word", normalizer="imdb", unk_token=UNK, reverse=self.reverse)
 
     def build(self, source: Path) -> dict[str, Any]:
         reviews = read_reviews(source, ("pos", "neg", "unsup") if self.unlabelled else ("pos", "neg"))

@@ -307,4 +307,4 @@ class LanguageModel(RecurrentModule):
         for logger in self.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_text"):
-                experiment.add_text("samples", f"**{prompt}**{text}", global_step=self.global_step)
+                experiment.add_text("samples", self.codec.join(f"**{prompt}**", text), global_step=self.global_step)
