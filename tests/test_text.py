@@ -1,3 +1,6 @@
+import pytest
+
+from rnnlab.data.codec import TextCodec
 from rnnlab.data.text import PAD, UNK, Vocabulary, imdb_tokenize
 
 
@@ -28,3 +31,17 @@ def test_vocabulary_min_freq_and_max_size_count_specials():
 def test_vocabulary_trailing_tokens_go_last():
     vocab = Vocabulary.build([["a"]], specials=(UNK,), trailing=(PAD,))
     assert vocab.itos == [UNK, "a", PAD] and vocab.pad_index == 2
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_backward_codec_reads_prompts_end_first_and_writes_in_reading_order(level):
+    itos = ["<pad>", "a", "b", "c", " "]
+    forward = TextCodec(itos, level=level)
+    backward = TextCodec(itos, level=level, reverse=True)
+    prompt = "a b c" if level == "word" else "abc"
+    assert backward.encode(prompt) == forward.encode(prompt)[::-1] != forward.encode(prompt)
+    assert backward.decode(backward.encode(prompt)) == prompt
+    assert TextCodec.from_dict(backward.to_dict()).reverse
+    # what a backward model writes comes before its prompt
+    assert backward.join(prompt, "c") == ("c a b c" if level == "word" else "cabc")
+    assert forward.join(prompt, "c") == ("a b c c" if level == "word" else "abcc")

@@ -37,19 +37,22 @@ class TextCodec:
         return self.stoi.get(self.end_token) if self.end_token else None
 
     def tokens(self, text: str) -> list[str]:
+        """The prompt as the model reads it: normalised, split, in the model's direction."""
+        words = self._split(text)
+        if self.reverse:
+            words = words[::-1]
+        return [self.start_token, *words] if self.start_token else words
+
+    def _split(self, text: str) -> list[str]:
         if self.level == "char":
             return list(text)
         if self.normalizer == "news":
             from rnnlab.data.news import normalize_description
 
-            words = normalize_description(text).split()
-        elif self.normalizer == "imdb":
-            words = imdb_tokenize(text)
-        else:
-            words = text.split()
-        if self.reverse:
-            words = words[::-1]
-        return [self.start_token, *words] if self.start_token else words
+            return normalize_description(text).split()
+        if self.normalizer == "imdb":
+            return imdb_tokenize(text)
+        return text.split()
 
     def encode(self, text: str) -> list[int]:
         tokens = self.tokens(text)
