@@ -18,20 +18,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
-from torchmetrics.functional.classification import (
-    binary_accuracy,
-    binary_auroc,
-    binary_f1_score,
-    multiclass_accuracy,
-    multiclass_auroc,
-    multiclass_f1_score,
-)
 
 from rnnlab.builders import check_output_dir, class_of, model_from_checkpoint
 from rnnlab.checkpoints import load_checkpoint, run_config
 from rnnlab.errors import ConfigError
 from rnnlab.evaluate import datamodule_from_run
-from rnnlab.models.classifier import SequenceClassifier
+from rnnlab.models.classifier import SequenceClassifier, held_out_metrics
 from rnnlab.run_record import RunRecord, save_command
 
 log = logging.getLogger(__name__)
@@ -106,21 +98,11 @@ def _check_same_reviews(members: list[MemberScores], split: str) -> None:
 
 
 def classification_metrics(probabilities: Tensor, labels: Tensor, prefix: str) -> dict[str, float]:
-    """Accuracy, F1 and AUROC as the classifiers log them, from probabilities."""
-    if probabilities.dim() == 1:
-        metrics = {
-            "acc": binary_accuracy(probabilities, labels),
-            "f1": binary_f1_score(probabilities, labels),
-            "auroc": binary_auroc(probabilities, labels),
-        }
-    else:
-        classes = probabilities.size(1)
-        metrics = {
-            "acc": multiclass_accuracy(probabilities, labels, num_classes=classes, average="micro"),
-            "f1": multiclass_f1_score(probabilities, labels, num_classes=classes, average="micro"),
-            "auroc": multiclass_auroc(probabilities, labels, num_classes=classes),
-        }
-    return {f"{prefix}{name}": float(value) for name, value in metrics.items()}
+    """Accuracy, F1 and AUROC from probabilities, with the classifiers' own metric definitions."""
+    num_classes = 2 if probabilities.dim() == 1 else probabilities.size(1)
+    metrics = held_out_metrics(num_classes).clone(prefix=prefix)
+    metrics.update(probabilities, labels)
+    return {name: float(value) for name, value in metrics.compute().items()}
 
 
 def ensemble(cfg: DictConfig) -> dict[str, Any]:

@@ -37,6 +37,17 @@ def pool(outputs: Tensor, lengths: Tensor, how: str) -> Tensor:
     return torch.cat(parts, dim=-1)
 
 
+def metric_task(num_classes: int) -> dict[str, Any]:
+    """torchmetrics' task arguments: one positive-class probability for two classes, else one per class."""
+    return {"task": "binary"} if num_classes == 2 else {"task": "multiclass", "num_classes": num_classes}
+
+
+def held_out_metrics(num_classes: int) -> MetricCollection:
+    """What validation and test report (and what an ensemble of classifiers reports): acc, F1, AUROC."""
+    task = metric_task(num_classes)
+    return MetricCollection({"acc": Accuracy(**task), "f1": F1Score(**task), "auroc": AUROC(**task)})
+
+
 class SequenceClassifier(RecurrentModule):
     """Binary (one logit, ``BCEWithLogitsLoss``) or multi-class (cross-entropy) classifier."""
 
@@ -84,9 +95,8 @@ class SequenceClassifier(RecurrentModule):
             nn.Dropout(head_dropout),
             nn.Linear(fc_hidden, 1 if self.binary else num_classes),
         )
-        task: dict[str, Any] = {"task": "binary"} if self.binary else {"task": "multiclass", "num_classes": num_classes}
-        self.train_metrics = MetricCollection({"acc": Accuracy(**task)}, prefix="train/")
-        evaluation = MetricCollection({"acc": Accuracy(**task), "f1": F1Score(**task), "auroc": AUROC(**task)})
+        self.train_metrics = MetricCollection({"acc": Accuracy(**metric_task(num_classes))}, prefix="train/")
+        evaluation = held_out_metrics(num_classes)
         self.val_metrics = evaluation.clone(prefix="val/")
         self.test_metrics = evaluation.clone(prefix="test/")
 
