@@ -4,11 +4,10 @@ import pytest
 import torch
 from test_transfer import TINY
 
-from rnnlab.builders import model_from_checkpoint
-from rnnlab.checkpoints import load_checkpoint, run_config
+from rnnlab.checkpoints import Checkpoint
 from rnnlab.ensemble import classification_metrics, ensemble, member_scores
 from rnnlab.errors import ConfigError
-from rnnlab.evaluate import datamodule_from_run, evaluate
+from rnnlab.evaluate import datamodule_of, evaluate
 from rnnlab.train import train
 
 QUICK = (*TINY, "trainer.max_epochs=1", "model.embed_dim=16", "model.hidden_size=24")
@@ -39,10 +38,9 @@ def test_members_score_as_alone_and_the_ensemble_averages_them(compose_cfg, memb
     assert result["test/acc"] == classification_metrics(mean, scores[0].labels, "test/")["test/acc"]
 
     # each probability belongs to its own review: the backward member, one review at a time
-    checkpoint = load_checkpoint(members[1])
-    run = run_config(checkpoint, members[1])
-    model = model_from_checkpoint(run, checkpoint).eval()
-    datamodule = datamodule_from_run(run, ens_cfg)
+    checkpoint = Checkpoint.open(members[1])
+    model = checkpoint.model()
+    datamodule = datamodule_of(checkpoint, ens_cfg)
     datamodule.setup("test")
     test = datamodule.datasets["test"]
     with torch.no_grad():

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from rnnlab.data.batching import IGNORE_INDEX
-from rnnlab.data.news import NewsDataModule, normalize_description, normalize_series
+from rnnlab.data.news import NewsDataModule
+from rnnlab.data.text import normalize_description
 from rnnlab.errors import DataFormatError, DataNotFoundError
 
 from conftest import real_data_dir
@@ -27,7 +28,6 @@ def make_dm(data_dir, cache_dir, **kw):
 )
 def test_normalisation_cases(raw, expected):
     assert normalize_description(raw) == expected
-    assert normalize_series(__import__("pandas").Series([raw])).iloc[0] == expected
 
 
 def test_special_tokens_vocab_and_ignore_positions(tiny_data_dir, tmp_path):

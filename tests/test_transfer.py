@@ -102,7 +102,7 @@ def test_backward_language_model_starts_a_backward_classifier(compose_cfg, tmp_p
 def test_pretrained_must_be_a_language_model_checkpoint(compose_cfg, tmp_path):
     run = train(compose_cfg("experiment=imdb_lstm", *TINY, "trainer.max_epochs=1", output_dir=tmp_path / "clf"))
     cfg = compose_cfg("experiment=imdb_lstm", f"+model.pretrained={run['best_checkpoint']}", *TINY)
-    with pytest.raises(ConfigError, match="carries no vocabulary"):
+    with pytest.raises(ConfigError, match="is a SequenceClassifier checkpoint; it needs a language model"):
         build_model(cfg, build_datamodule(cfg))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import ConfigError, RnnlabError
@@ -35,30 +35,6 @@ def build(node: Any, **kwargs: Any) -> Any:
         raise
 
 
-def class_of(target: str) -> type:
-    return get_class(target)
-
-
-def model_from_checkpoint(
-    run: dict[str, Any], checkpoint: dict[str, Any], overrides: dict[str, Any] | None = None
-) -> pl.LightningModule:
-    """The trained module, rebuilt from its saved hyper-parameters, weights and extra state (vocabulary).
-
-    ``overrides`` change hyper-parameters that leave the weights as they are (e.g. ``stateful``),
-    so a checkpoint can be measured under another protocol than it was trained with.
-    """
-    hparams = dict(checkpoint["hyper_parameters"])
-    unknown = sorted(set(overrides or {}) - set(hparams))
-    if unknown:
-        raise ConfigError(
-            f"model.{unknown[0]} is not a hyper-parameter of this checkpoint (it has: {', '.join(sorted(hparams))})"
-        )
-    model = class_of(run["model"]["_target_"])(**{**hparams, **(overrides or {})})
-    model.load_state_dict(checkpoint["state_dict"])
-    model.on_load_checkpoint(checkpoint)
-    return model.eval()
-
-
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     datamodule = build(cfg.data)
     datamodule.prepare_data()  # vocabulary size is needed to build the model
@@ -74,7 +50,8 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Light
     model = build(node, vocab_size=datamodule.vocab_size, padding_idx=datamodule.pad_index)
     if pretrained:
         reverse = bool(getattr(datamodule, "reverse", False))
-        init_encoder_from_language_model(model.encoder, pretrained, datamodule.vocab.itos, reverse)
+        trust = bool(cfg.get("trust_checkpoint", False))
+        init_encoder_from_language_model(model.encoder, pretrained, datamodule.vocab.itos, reverse, trust)
     return model
 
 

@@ -19,10 +19,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from rnnlab.builders import check_output_dir, class_of, model_from_checkpoint
-from rnnlab.checkpoints import load_checkpoint, run_config
+from rnnlab.builders import check_output_dir
 from rnnlab.errors import ConfigError
-from rnnlab.evaluate import datamodule_from_run
+from rnnlab.evaluate import datamodule_of, open_checkpoint
 from rnnlab.models.classifier import SequenceClassifier, held_out_metrics
 from rnnlab.run_record import RunRecord, save_command
 
@@ -56,13 +55,13 @@ def _scores_in_loader_order(model: SequenceClassifier, loader: DataLoader) -> tu
 
 def member_scores(path: str | Path, cfg: DictConfig, split: str) -> MemberScores:
     """One classifier's probabilities on ``split``, in the order of the split's reviews."""
-    checkpoint = load_checkpoint(path)
-    run = run_config(checkpoint, path)
-    if not issubclass(class_of(run["model"]["_target_"]), SequenceClassifier):
-        raise ConfigError(f"{path} is a {run['model']['_target_']} checkpoint; an ensemble averages classifiers")
-    datamodule = datamodule_from_run(run, cfg)
+    checkpoint = open_checkpoint(cfg, path)
+    if not issubclass(checkpoint.module_class, SequenceClassifier):
+        kind = checkpoint.module_class.__name__
+        raise ConfigError(f"{path} is a {kind} checkpoint; an ensemble averages classifiers")
+    model = checkpoint.model()
+    datamodule = datamodule_of(checkpoint, cfg)
     datamodule.setup("test" if split == "test" else "validate")
-    model = model_from_checkpoint(run, checkpoint)
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     scores, order = _scores_in_loader_order(model, loader)
     probabilities = torch.empty_like(scores)
@@ -70,7 +69,7 @@ def member_scores(path: str | Path, cfg: DictConfig, split: str) -> MemberScores
     dataset = loader.dataset
     return MemberScores(
         path=str(path),
-        split_settings={k: run["data"].get(k) for k in SPLIT_KEYS},
+        split_settings={k: checkpoint.run["data"].get(k) for k in SPLIT_KEYS},
         probabilities=probabilities,
         labels=dataset.labels.long(),
     )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from rnnlab.builders import model_from_checkpoint
-from rnnlab.checkpoints import load_checkpoint, run_config
 from rnnlab.errors import RnnlabError
+from rnnlab.evaluate import open_checkpoint
 from rnnlab.models.language_model import LanguageModel
 
 
@@ -20,14 +19,14 @@ def sampling_temperature(temperature: float, scale_factor: float | None) -> floa
 
 
 def generate(cfg: DictConfig) -> str:
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    run = run_config(checkpoint, cfg.ckpt_path)
-    model = model_from_checkpoint(run, checkpoint)
-    if not isinstance(model, LanguageModel):
+    checkpoint = open_checkpoint(cfg, cfg.ckpt_path)
+    if not issubclass(checkpoint.module_class, LanguageModel):
+        kind, task = checkpoint.module_class.__name__, checkpoint.run.get("task_name")
         raise RnnlabError(
-            f"{cfg.ckpt_path} is a {type(model).__name__} checkpoint (task {run.get('task_name')}); "
+            f"{cfg.ckpt_path} is a {kind} checkpoint (task {task}); "
             f"generate.py needs a language model (e.g. experiment=novel_lstm or news_gru)"
         )
+    model = checkpoint.model()
     temperature = sampling_temperature(cfg.temperature, cfg.get("scale_factor"))
     continuation = model.generate_text(cfg.prompt, cfg.max_new_tokens, temperature, cfg.top_k, cfg.greedy, cfg.seed)
     return model.codec.join(cfg.prompt, continuation)

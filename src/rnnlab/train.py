@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from typing import Any
 
 import lightning.pytorch as pl
@@ -18,7 +19,7 @@ from rnnlab.builders import (
     check_output_dir,
     resolved,
 )
-from rnnlab.checkpoints import StoreRunConfig
+from rnnlab.checkpoints import StoreRunConfig, refusal
 from rnnlab.errors import ConfigError
 from rnnlab.io import atomic_write_text
 from rnnlab.resume import previous_outcome
@@ -91,7 +92,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         model = build_model(cfg, datamodule)
         trainer = build_trainer(cfg, build_callbacks(cfg) + [StoreRunConfig(config)], build_logger(cfg))
 
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trust = bool(cfg.get("trust_checkpoint", False))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
+        except pickle.UnpicklingError as exc:  # Lightning read ckpt_path as data only and met a pickled object
+            raise refusal(ckpt_path, exc) from exc
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted; resume with ckpt_path=<run>/checkpoints/last.ckpt")
         record.update(scalar_metrics(trainer.callback_metrics))
@@ -104,7 +109,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         if cfg.get("test_after_fit", True):
             if getattr(datamodule, "has_test_split", True):
                 best = "best" if checkpoint is not None and checkpoint.best_model_path else None
-                trainer.test(model, datamodule=datamodule, ckpt_path=best)
+                trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
                 record.update(scalar_metrics(trainer.callback_metrics))
             else:
                 log.info("test_after_fit skipped: %s has no test split in this mode", type(datamodule).__name__)

@@ -12,10 +12,15 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rnnlab.data.text import imdb_tokenize
+from rnnlab.data.text import imdb_tokenize, normalize_description
 from rnnlab.errors import RnnlabError
 
 log = logging.getLogger(__name__)
+
+
+LEVELS = ("char", "word")
+SHOWN = 20  # unknown prompt tokens named in a message
+NORMALIZERS = ("none", "news", "imdb")
 
 
 @dataclass
@@ -47,8 +52,6 @@ class TextCodec:
         if self.level == "char":
             return list(text)
         if self.normalizer == "news":
-            from rnnlab.data.news import normalize_description
-
             return normalize_description(text).split()
         if self.normalizer == "imdb":
             return imdb_tokenize(text)
@@ -57,13 +60,14 @@ class TextCodec:
     def encode(self, text: str) -> list[int]:
         tokens = self.tokens(text)
         unknown = sorted({t for t in tokens if t not in self.stoi})
+        shown = ", ".join(repr(u) for u in unknown[:SHOWN]) + (" …" if len(unknown) > SHOWN else "")
         if unknown and (self.level == "char" or self.unk_token is None):
             raise RnnlabError(
-                f"prompt has {len(unknown)} character(s) outside the model's vocabulary: "
-                f"{', '.join(repr(u) for u in unknown)}; remove or replace them"
+                f"prompt has {len(unknown)} character(s) outside the model's vocabulary: {shown}; "
+                f"remove or replace them"
             )
         if unknown:
-            log.warning("prompt words not in the vocabulary, read as %s: %s", self.unk_token, ", ".join(unknown))
+            log.warning("%d prompt word(s) not in the vocabulary, read as %s: %s", len(unknown), self.unk_token, shown)
         unk = self.stoi.get(self.unk_token) if self.unk_token else None
         return [self.stoi.get(t, unk) for t in tokens]
 
@@ -86,5 +90,18 @@ class TextCodec:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TextCodec:
+    def from_dict(cls, data: Any) -> TextCodec:
+        """The codec a checkpoint carries, checked field by field: a checkpoint is data from outside."""
+        fields = {"itos", "level", "normalizer", "start_token", "end_token", "unk_token", "reverse"}
+        problem = None
+        if not isinstance(data, dict) or not set(data) <= fields or "itos" not in data or "level" not in data:
+            problem = f"fields {sorted(data) if isinstance(data, dict) else type(data).__name__}"
+        elif not isinstance(data["itos"], list) or not all(isinstance(t, str) for t in data["itos"]):
+            problem = "a vocabulary that is not a list of strings"
+        elif data["level"] not in LEVELS or data.get("normalizer", "none") not in NORMALIZERS:
+            problem = f"level={data['level']!r}, normalizer={data.get('normalizer')!r}"
+        elif not all(isinstance(data.get(k), (str, type(None))) for k in ("start_token", "end_token", "unk_token")):
+            problem = "special tokens that are not strings"
+        if problem:
+            raise RnnlabError(f"the checkpoint's text codec is not one rnnlab writes ({problem}); the file is damaged")
         return cls(**data)

@@ -46,6 +46,9 @@ IMDB_REMOTE = RemoteFile(
     md5="7c2ac02c03563afcf9b574c7e56c153a",
 )
 LABELS = {"neg": 0, "pos": 1}
+# the longest aclImdb review is under 14 KB; a far larger file is not a review, and reading it whole
+# (then padding a batch to its length) is how a hostile archive would exhaust memory
+MAX_REVIEW_BYTES = 1 << 20
 TASKS = ("classify", "lm")
 
 Review = tuple[str, int, str]  # (path inside aclImdb, label, text)
@@ -61,11 +64,22 @@ def _review_key(parts: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def _iter_archive(path: Path) -> Iterator[tuple[list[str], bytes]]:
+def _too_large(where: str, size: int, limit: int) -> DataFormatError:
+    return DataFormatError(
+        f"{where} is {size:,} bytes; an IMDb review is a few KB. The archive is not aclImdb or is damaged "
+        f"(or set data.max_review_bytes=<bytes> above {limit:,})"
+    )
+
+
+def _iter_archive(path: Path, max_bytes: int) -> Iterator[tuple[list[str], bytes]]:
+    """Review files read from the archive in memory: nothing is extracted, so a member named
+    ``../x`` (or a link) never reaches the disk."""
     try:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
                 if member.isfile() and _review_key(member.name.split("/")):
+                    if member.size > max_bytes:
+                        raise _too_large(f"{path}: {member.name}", member.size, max_bytes)
                     yield member.name.split("/"), archive.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataFormatError(
@@ -74,17 +88,21 @@ def _iter_archive(path: Path) -> Iterator[tuple[list[str], bytes]]:
         ) from exc
 
 
-def _iter_folder(root: Path) -> Iterator[tuple[list[str], bytes]]:
+def _iter_folder(root: Path, max_bytes: int) -> Iterator[tuple[list[str], bytes]]:
     for file in root.rglob("*.txt"):
         parts = list(file.relative_to(root.parent).parts)
         if _review_key(parts):
+            if (size := file.stat().st_size) > max_bytes:
+                raise _too_large(str(file), size, max_bytes)
             yield parts, file.read_bytes()
 
 
-def read_reviews(source: Path, folders: tuple[str, ...] = ("pos", "neg")) -> dict[str, list[Review]]:
+def read_reviews(
+    source: Path, folders: tuple[str, ...] = ("pos", "neg"), max_review_bytes: int = MAX_REVIEW_BYTES
+) -> dict[str, list[Review]]:
     """``{"train": [...], "test": [...], "unsup": [...]}`` sorted by path, so every run sees one order."""
     out: dict[str, list[Review]] = {"train": [], "test": [], "unsup": []}
-    items = _iter_archive(source) if source.is_file() else _iter_folder(source)
+    items = _iter_archive(source, max_review_bytes) if source.is_file() else _iter_folder(source, max_review_bytes)
     for parts, raw in items:
         split, folder = _review_key(parts)
         if folder not in folders:
@@ -125,6 +143,7 @@ class IMDBDataModule(CachedTextDataModule):
         unlabelled: bool = False,
         lm_chunk_length: int = 256,
         reverse: bool = False,
+        max_review_bytes: int = MAX_REVIEW_BYTES,
         **common: Any,
     ):
         super().__init__(**common)
@@ -139,7 +158,7 @@ class IMDBDataModule(CachedTextDataModule):
         self.val_size, self.split_seed = val_size, split_seed
         self.min_freq, self.max_size, self.max_length = min_freq, max_size, max_length
         self.task, self.unlabelled, self.lm_chunk_length = task, unlabelled, lm_chunk_length
-        self.reverse = reverse
+        self.reverse, self.max_review_bytes = reverse, max_review_bytes
         self.has_test_split = task == "classify"
         self.datasets: dict[str, RaggedSequences] = {}
 
@@ -172,7 +191,8 @@ class IMDBDataModule(CachedTextDataModule):
         return TextCodec(self.vocab.itos, level="word", normalizer="imdb", unk_token=UNK, reverse=self.reverse)
 
     def build(self, source: Path) -> dict[str, Any]:
-        reviews = read_reviews(source, ("pos", "neg", "unsup") if self.unlabelled else ("pos", "neg"))
+        folders = ("pos", "neg", "unsup") if self.unlabelled else ("pos", "neg")
+        reviews = read_reviews(source, folders, self.max_review_bytes)
         train_all = reviews["train"]
         if self.val_size >= len(train_all):
             raise ConfigError(

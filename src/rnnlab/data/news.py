@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
@@ -21,52 +20,51 @@ from rnnlab.data.base import CachedTextDataModule, check_fractions
 from rnnlab.data.batching import RaggedSequences, collate_language_model, ragged_from_lists
 from rnnlab.data.codec import TextCodec
 from rnnlab.data.sources import data_dir_hint
-from rnnlab.data.text import END, PAD, START, UNK, Vocabulary
+from rnnlab.data.text import END, PAD, START, UNK, Vocabulary, normalize_description
 from rnnlab.errors import ConfigError, DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
 KAGGLE = "https://www.kaggle.com/datasets/rmisra/news-category-dataset"
 FIELD = "short_description"
-_DROP = r"[^'\&\w\s]"
+# a News Category record is a few hundred bytes; a longer line is not a record of this dataset
+MAX_RECORD_BYTES = 1 << 20
 
 
-def normalize_description(text: str) -> str:
-    """Lower-case, ``-`` to space, drop all but word characters, whitespace, ``'`` and ``&``, strip."""
-    return re.sub(_DROP, "", text.lower().replace("-", " ")).strip()
+def read_descriptions(path: Path, field: str = FIELD, max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[str]:
+    """The ``field`` of every record of a JSON-lines file, one line in memory at a time.
 
-
-def normalize_series(texts: pd.Series) -> pd.Series:
-    """``normalize_description`` over a whole column at once (pandas string ops, as the tutorial)."""
-    texts = texts.fillna("").astype(str).str.lower().str.replace("-", " ", regex=False)
-    return texts.str.replace(_DROP, "", regex=True).str.strip()
-
-
-def _first_bad_line(path: Path) -> tuple[int, str] | None:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as exc:
-                    return number, str(exc)
-    return None
-
-
-def read_descriptions(path: Path, field: str = FIELD) -> pd.Series:
-    """The ``field`` column of a JSON-lines file, with errors that name the line or the field."""
-    try:
-        frame = pd.read_json(path, lines=True, dtype=False)
-    except ValueError as exc:
-        bad = _first_bad_line(path)
-        where = f"line {bad[0]} is not valid JSON ({bad[1]})" if bad else f"cannot be read as JSON lines ({exc})"
-        raise DataFormatError(f"{path}: {where}; fix or remove that line") from exc
-    if field not in frame.columns:
+    Errors name the line: one that is not JSON, one longer than ``max_record_bytes`` (read no
+    further than that, so a hostile file cannot exhaust memory), or a file whose records lack
+    the field. A record without the field (or with null) reads as empty, as a missing column would.
+    """
+    found = seen = 0
+    first_fields: list[str] = []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(iter(lambda: handle.readline(max_record_bytes + 1), b""), start=1):
+            if len(line) > max_record_bytes:
+                raise DataFormatError(
+                    f"{path}: line {number} is longer than {max_record_bytes:,} bytes; news records are a few hundred. "
+                    f"The file is not JSON lines of news records (or set data.max_record_bytes=<bytes>)"
+                )
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+                raise DataFormatError(f"{path}: line {number} is not valid JSON ({exc}); fix or remove it") from exc
+            if not isinstance(record, dict):
+                raise DataFormatError(f"{path}: line {number} is a JSON {type(record).__name__}, not a record object")
+            seen += 1
+            first_fields = first_fields or list(record)
+            value = record.get(field)
+            found += field in record
+            yield "" if value is None else str(value)
+    if seen and not found:
         raise DataFormatError(
-            f"{path}: records have no {field!r} field (fields: {', '.join(map(str, frame.columns))}); "
+            f"{path}: records have no {field!r} field (fields: {', '.join(first_fields)}); "
             f"set data.field=<name> or use the News Category Dataset file"
         )
-    return frame[field]
 
 
 class NewsDataModule(CachedTextDataModule):
@@ -83,6 +81,7 @@ class NewsDataModule(CachedTextDataModule):
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
         split_seed: int = 1,
+        max_record_bytes: int = MAX_RECORD_BYTES,
         **common: Any,
     ):
         super().__init__(**common)
@@ -94,6 +93,7 @@ class NewsDataModule(CachedTextDataModule):
         self.path, self.field = path, field
         self.max_words, self.max_length = max_words, max_length
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.max_record_bytes = max_record_bytes
         self.datasets: dict[str, RaggedSequences] = {}
 
     def find_source(self) -> Path:
@@ -133,9 +133,13 @@ class NewsDataModule(CachedTextDataModule):
         )
 
     def build(self, source: Path) -> dict[str, Any]:
-        texts = normalize_series(read_descriptions(source, self.field))
-        empty = int((texts == "").sum())
-        texts = texts[texts != ""]
+        normalized = (normalize_description(t) for t in read_descriptions(source, self.field, self.max_record_bytes))
+        texts, empty = [], 0
+        for text in normalized:
+            if text:
+                texts.append(text)
+            else:
+                empty += 1
         log.info("%s: %d records kept, %d dropped (empty after normalisation)", source, len(texts), empty)
         if len(texts) < 3:
             raise DataFormatError(f"{source}: only {len(texts)} non-empty {self.field!r} values; need at least 3")

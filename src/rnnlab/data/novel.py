@@ -38,6 +38,8 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
             f"{path}: not valid {encoding} at byte offset {exc.start} ({raw[exc.start : exc.start + 4]!r}); "
             f"convert the file to UTF-8 or set data.encoding=<its encoding>"
         ) from exc
+    if "\x00" in text:  # valid UTF-8, yet NUL bytes: an executable, an image, a zip, not a novel
+        raise DataFormatError(f"{path}: holds NUL bytes at offset {text.index(chr(0))}: a binary file, not text")
     # universal newlines, as Python's text mode (and so the book) reads the file
     return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 

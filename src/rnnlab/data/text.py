@@ -11,6 +11,7 @@ PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 _HTML_TAG = re.compile(r"<[^>]*>")
 _EMOTICON = re.compile(r"(?::|;|=)(?:-)?(?:\)|\(|D|P)")
 _NON_WORD = re.compile(r"[\W]+")
+_NEWS_DROP = re.compile(r"[^'\&\w\s]")
 
 
 def imdb_tokenize(text: str) -> list[str]:
@@ -22,6 +23,12 @@ def imdb_tokenize(text: str) -> list[str]:
     text = _HTML_TAG.sub("", text)
     emoticons = [e.replace("-", "") for e in _EMOTICON.findall(text)]
     return _NON_WORD.sub(" ", text.lower()).split() + emoticons
+
+
+def normalize_description(text: str) -> str:
+    """The news tutorial's normalisation: lower-case, ``-`` to space, drop all but word characters,
+    whitespace, ``'`` and ``&``, strip."""
+    return _NEWS_DROP.sub("", text.lower().replace("-", " ")).strip()
 
 
 class Vocabulary:

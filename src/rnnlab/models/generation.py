@@ -12,6 +12,10 @@ from torch import Tensor
 
 from rnnlab.errors import ConfigError
 
+# the prompt is read this many tokens at a time, the state carried between pieces, so memory stays
+# bounded however long the prompt is (its activations are never all held at once)
+PROMPT_CHUNK = 4096
+
 
 def check_sampling(max_new_tokens: int, temperature: float, top_k: int) -> None:
     if max_new_tokens is None or max_new_tokens <= 0:
@@ -58,7 +62,9 @@ def generate(
     model.eval()
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     device = next(model.parameters()).device
-    logits, state = model.step(torch.tensor([prompt_ids], device=device), None)
+    state = None
+    for start in range(0, len(prompt_ids), PROMPT_CHUNK):
+        logits, state = model.step(torch.tensor([prompt_ids[start : start + PROMPT_CHUNK]], device=device), state)
     new: list[int] = []
     for _ in range(max_new_tokens):
         token = next_token(logits[0, -1].cpu(), temperature, top_k, greedy, generator)

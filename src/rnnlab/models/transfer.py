@@ -16,9 +16,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from rnnlab.checkpoints import CONFIG_KEY, load_checkpoint
+from rnnlab.checkpoints import CONFIG_KEY, Checkpoint
 from rnnlab.errors import ConfigError
-from rnnlab.models.language_model import CODEC_KEY
+from rnnlab.models.language_model import CODEC_KEY, LanguageModel
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,21 @@ def _as_override(value: Any) -> str:
 
 
 def init_encoder_from_language_model(
-    encoder: nn.Module, path: str | Path, itos: list[str], reverse: bool = False
+    encoder: nn.Module, path: str | Path, itos: list[str], reverse: bool = False, trust: bool = False
 ) -> None:
-    """Copy embedding + recurrent weights from a language-model checkpoint into ``encoder``."""
+    """Copy embedding + recurrent weights from a language-model checkpoint into ``encoder``.
+
+    The checkpoint is read as data (tensors, the vocabulary, the run config); nothing in it is built,
+    and one whose config names classes that are not rnnlab's own is refused all the same.
+    """
     path = Path(path)
-    checkpoint = load_checkpoint(path)
+    opened = Checkpoint.open(path, trust)
+    if not issubclass(opened.module_class, LanguageModel):
+        raise ConfigError(
+            f"model.pretrained={path} is a {opened.module_class.__name__} checkpoint; it needs a language model "
+            f"(scripts/train.py experiment=imdb_lm_pretrain)"
+        )
+    checkpoint = opened.content
     _check_vocabulary(path, checkpoint, itos)
     _check_direction(path, checkpoint, reverse)
     state = encoder_state(checkpoint)

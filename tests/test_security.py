@@ -1,0 +1,232 @@
+"""Files handed to rnnlab from outside (checkpoints, data, run folders) never run code or escape their folder.
+
+Each hole is tried through the real entry points, the way a stranger's file would reach them:
+the side effect must not happen, and the command must end non-zero with one line that says why.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnlab.data.imdb import IMDBDataModule
+from rnnlab.data.news import NewsDataModule
+from rnnlab.data.novel import read_text
+from rnnlab.errors import DataFormatError
+from rnnlab.models.generation import PROMPT_CHUNK
+from rnnlab.train import train
+
+from conftest import CONF_DIR, write_tiny_imdb
+
+SCRIPTS = CONF_DIR.parent / "scripts"
+TINY = ("data.val_size=8", "data.batch_size=8", "trainer.max_epochs=1", "model.embed_dim=8", "model.hidden_size=8")
+
+
+class Evil:
+    """What a hostile checkpoint pickles: unpickling it runs a shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"echo PWNED > {self.marker}",))
+
+
+def pickled_code_checkpoint(path: Path, marker: Path) -> Path:
+    torch.save({"state_dict": {}, "x": Evil(marker)}, path)
+    return path
+
+
+def plain_dict_checkpoint(path: Path, marker: Path, model_target: str, data_target: str) -> Path:
+    """Plain containers only (``weights_only`` reads it), but its run config names what to build."""
+    data = {"_target_": data_target, "args": ["touch", str(marker)]}
+    torch.save(
+        {
+            "state_dict": {},
+            "hyper_parameters": {"args": ["touch", str(marker)], "vocab_size": 5},
+            "rnnlab_config": {"model": {"_target_": model_target}, "data": data, "task_name": "x"},
+        },
+        path,
+    )
+    return path
+
+
+def run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def classifier_checkpoint(tiny_data_dir, tmp_path_factory) -> str:
+    from hydra import compose, initialize_config_dir
+
+    root = tmp_path_factory.mktemp("clf")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=imdb_lstm",
+                *TINY,
+                f"paths.data_dir={tiny_data_dir}",
+                f"paths.cache_dir={root / 'cache'}",
+                f"paths.output_dir={root / 'run'}",
+                "trainer.accelerator=cpu",
+                "trainer.enable_progress_bar=false",
+            ],
+        )
+    return train(cfg)["best_checkpoint"]
+
+
+def commands(ckpt: Path, data_dir: Path, cache: Path, out: Path, good: str) -> dict[str, list[str]]:
+    """Every entry point that opens a checkpoint a user hands it."""
+    paths = [f"paths.data_dir={data_dir}", f"paths.cache_dir={cache}"]
+    quick = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+    return {
+        "generate": ["generate.py", f"ckpt_path={ckpt}", "prompt=The", *paths],
+        "eval": ["eval.py", f"ckpt_path={ckpt}", *paths, *quick, f"hydra.run.dir={out / 'eval'}"],
+        "ensemble": ["ensemble.py", f"ckpt_paths=[{good},{ckpt}]", *paths, f"hydra.run.dir={out / 'ens'}"],
+        "pretrained": [
+            "train.py",
+            "experiment=imdb_finetune",
+            f"model.pretrained={ckpt}",
+            *TINY,
+            *paths,
+            *quick,
+            f"hydra.run.dir={out / 'ft'}",
+        ],
+        "resume": [
+            "train.py",
+            "experiment=imdb_lstm",
+            f"ckpt_path={ckpt}",
+            *TINY,
+            *paths,
+            *quick,
+            f"hydra.run.dir={out / 'r'}",
+        ],
+    }
+
+
+@pytest.mark.parametrize("kind", ["pickled code", "foreign model class", "foreign data class"])
+def test_no_entry_point_runs_code_from_a_checkpoint(kind, tiny_data_dir, classifier_checkpoint, tmp_path):
+    marker = tmp_path / "pwned.txt"
+    ckpt = tmp_path / "evil.ckpt"
+    if kind == "pickled code":
+        pickled_code_checkpoint(ckpt, marker)
+    elif kind == "foreign model class":
+        plain_dict_checkpoint(ckpt, marker, "subprocess.Popen", "rnnlab.data.imdb.IMDBDataModule")
+    else:
+        plain_dict_checkpoint(ckpt, marker, "rnnlab.models.classifier.SequenceClassifier", "subprocess.Popen")
+    cache = tmp_path / "cache"
+    for name, cmd in commands(ckpt, tiny_data_dir, cache, tmp_path, classifier_checkpoint).items():
+        if kind != "pickled code" and name == "resume":
+            continue  # Lightning restores weights only; it builds nothing a checkpoint names
+        proc = run_script(*cmd, cwd=tmp_path)
+        assert not marker.exists(), f"{name}: the checkpoint ran code"
+        assert proc.returncode != 0, f"{name}: exited 0"
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "refused" in last and str(ckpt) in last, (name, proc.stderr[-1500:])
+        if kind == "pickled code":
+            assert "trust_checkpoint=true" in last and "posix.system" in last, (name, last)
+        else:
+            assert "subprocess.Popen" in last and "not one of rnnlab's own" in last, (name, last)
+
+
+def test_trust_is_an_explicit_opt_in_per_command(tmp_path):
+    """The escape hatch for a file a user made: ``trust_checkpoint=true`` unpickles it (and says so)."""
+    marker = tmp_path / "ran.txt"
+    ckpt = pickled_code_checkpoint(tmp_path / "mine.ckpt", marker)
+    proc = run_script("generate.py", f"ckpt_path={ckpt}", "trust_checkpoint=true", cwd=tmp_path)
+    assert marker.exists() and proc.returncode != 0  # it ran: the user asked; then it holds no rnnlab config
+    assert "fully unpickled" in proc.stdout + proc.stderr and "holds no rnnlab run config" in proc.stderr
+
+
+def test_archive_members_never_reach_the_disk(tmp_path):
+    """A tar member named ``../x`` (or a link pointing out) is read in memory or skipped, never written."""
+    base = write_tiny_imdb(tmp_path / "src", per_label=4)
+    archive = tmp_path / "data" / "imdb" / "aclImdb_v1.tar.gz"
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(base, arcname="aclImdb")
+        for name in ("../escape.txt", "aclImdb/../../escape2/train/pos/99_9.txt", "/tmp/abs_escape.txt"):
+            payload = b"great great great"
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        link = tarfile.TarInfo("aclImdb/train/pos/link_1.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    before = set(tmp_path.rglob("*"))
+    dm = IMDBDataModule(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), val_size=2)
+    dm.setup()
+    written = {p for p in set(tmp_path.rglob("*")) - before if "cache" not in p.parts}
+    assert written == set() and not Path("/tmp/abs_escape.txt").exists()
+    assert (
+        len(dm.datasets["train"]) + len(dm.datasets["val"]) == 4 * 2 + 1
+    )  # the ../ member read as a review, in memory
+
+
+def test_an_imdb_review_of_megabytes_is_refused_by_name(tmp_path):
+    base = write_tiny_imdb(tmp_path / "data", per_label=4)
+    (base / "train" / "pos" / "7_9.txt").write_bytes(b"great " * (2 << 20))  # 12 MB
+    dm = IMDBDataModule(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), val_size=2)
+    with pytest.raises(DataFormatError, match=r"train/pos/7_9.txt is 12,582,912 bytes.*data.max_review_bytes"):
+        dm.prepare_data()
+
+
+def test_a_news_line_of_hundreds_of_megabytes_is_refused_after_reading_one_megabyte(tmp_path, monkeypatch):
+    path = tmp_path / "news.json"
+    with open(path, "w") as handle:
+        handle.write(json.dumps({"short_description": "fine"}) + "\n")
+        handle.write('{"short_description": "' + "x" * (3 << 20) + '"}\n')  # 3 MB on one line
+    reads: list[int] = []
+    real_open = open
+
+    def counting_open(*args, **kwargs):
+        handle = real_open(*args, **kwargs)
+        readline = handle.readline
+
+        def spy(limit=-1):
+            line = readline(limit)
+            reads.append(len(line))
+            return line
+
+        handle.readline = spy
+        return handle
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    with pytest.raises(DataFormatError, match=r"line 2 is longer than 1,048,576 bytes"):
+        NewsDataModule(path=str(path), cache_dir=str(tmp_path / "c")).prepare_data()
+    assert max(reads) <= (1 << 20) + 1  # the long line was never read whole
+
+
+def test_a_binary_file_is_not_a_novel(tmp_path):
+    exe = tmp_path / "a.bin"
+    exe.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(64))
+    with pytest.raises(DataFormatError, match="NUL bytes at offset 7: a binary file"):
+        read_text(exe)
+    exe.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DataFormatError, match="not valid utf-8 at byte offset 128"):
+        read_text(exe)
+
+
+def test_a_prompt_of_a_megabyte_is_read_in_bounded_pieces():
+    from rnnlab.data.codec import TextCodec
+    from rnnlab.models.language_model import LanguageModel
+
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=3, embed_dim=4, hidden_size=4).eval()
+    model.codec = TextCodec(["a", "b", " "], level="char")
+    widths = []
+    step = model.step
+    model.step = lambda tokens, state: (widths.append(tokens.size(1)), step(tokens, state))[1]
+    text = model.generate_text("ab " * 350_000, 5, seed=1)
+    assert len(text) == 5 and max(widths) == PROMPT_CHUNK and sum(widths) == 1_050_000 + 5
