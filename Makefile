@@ -23,7 +23,7 @@ test-slow: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check src scripts tests
+	$(VENV)/bin/ruff check src scripts tests bench
 
 clean-outputs:
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -1,8 +1,9 @@
-"""Throughput against the tutorials' loops: python scripts/benchmark.py [--only news,novel,imdb] [--out FILE]"""
+"""Throughput against the tutorials' loops: python scripts/benchmark.py [--only news,novel,imdb] [--out FILE]
 
-import sys
+The tool itself is a developer tool outside the installed package: bench/benchmark.py."""
 
-from rnnlab.benchmark import main
+import runpy
+from pathlib import Path
 
 if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "benchmark.py"), run_name="__main__")

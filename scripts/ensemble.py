@@ -1,16 +1,8 @@
-"""Averaged probabilities of classifiers: python scripts/ensemble.py 'ckpt_paths=[A.ckpt,B.ckpt]'"""
+"""Averaged probabilities of classifiers: ``python scripts/ensemble.py 'ckpt_paths=[A.ckpt,B.ckpt]'``."""
 
-import hydra
-from omegaconf import DictConfig
+import sys
 
-from rnnlab.cli import print_metrics, run_entry
-from rnnlab.ensemble import ensemble
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="ensemble")
-def main(cfg: DictConfig) -> None:
-    print_metrics(run_entry(ensemble, cfg))
-
+from rnnlab.cli.ensemble import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,16 +1,8 @@
-"""Continue a prompt: python scripts/generate.py ckpt_path=PATH prompt="The island" max_new_tokens=200"""
+"""Continue a prompt: ``python scripts/generate.py ckpt_path=PATH prompt="The island" max_new_tokens=200``."""
 
-import hydra
-from omegaconf import DictConfig
+import sys
 
-from rnnlab.cli import run_entry
-from rnnlab.generate import generate
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
-def main(cfg: DictConfig) -> None:
-    print(run_entry(generate, cfg))
-
+from rnnlab.cli.generate import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,22 +1,8 @@
-"""Train (then test the best checkpoint): python scripts/train.py [experiment=NAME] [key=value ...]"""
+"""Train (then test the best checkpoint): ``python scripts/train.py [experiment=NAME] [key=value ...]``."""
 
-from functools import partial
+import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from rnnlab.cli import run_entry
-from rnnlab.train import train
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    overrides = list(HydraConfig.get().overrides.task)
-    metrics = run_entry(partial(train, overrides=overrides), cfg)
-    # Hydra sweepers (Optuna) optimise the returned value
-    return metrics.get(cfg.get("optimized_metric")) if metrics else None
-
+from rnnlab.cli.train import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,14 +6,17 @@ import os
 import random
 import tarfile
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = Path(str(resources.files("rnnlab") / "conf"))  # the configs travel inside the package
+SCRIPTS = REPO / "scripts"
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 POSITIVE = ["great", "wonderful", "loved", "brilliant", "superb"]
 NEGATIVE = ["awful", "boring", "hated", "terrible", "dull"]

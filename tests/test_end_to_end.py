@@ -7,8 +7,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rnnlab.errors import ConfigError
-from rnnlab.evaluate import evaluate
-from rnnlab.train import train
+from rnnlab.tasks.evaluate import evaluate
+from rnnlab.tasks.train import train
 
 from conftest import CONF_DIR
 
@@ -133,7 +133,7 @@ def test_news_language_model_trains_with_each_cell(cell, compose_cfg, tmp_path):
 
 
 def test_novel_train_then_generate_round_trip(compose_cfg, tmp_path):
-    from rnnlab.generate import generate
+    from rnnlab.tasks.generate import generate
 
     run_dir = tmp_path / "novel"
     cfg = compose_cfg(

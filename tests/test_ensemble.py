@@ -4,11 +4,11 @@ import pytest
 import torch
 from test_transfer import TINY
 
-from rnnlab.checkpoints import Checkpoint
-from rnnlab.ensemble import classification_metrics, ensemble, member_scores
 from rnnlab.errors import ConfigError
-from rnnlab.evaluate import datamodule_of, evaluate
-from rnnlab.train import train
+from rnnlab.runs.checkpoints import Checkpoint
+from rnnlab.tasks.ensemble import classification_metrics, ensemble, member_scores
+from rnnlab.tasks.evaluate import evaluate
+from rnnlab.tasks.train import train
 
 QUICK = (*TINY, "trainer.max_epochs=1", "model.embed_dim=16", "model.hidden_size=24")
 
@@ -40,7 +40,7 @@ def test_members_score_as_alone_and_the_ensemble_averages_them(compose_cfg, memb
     # each probability belongs to its own review: the backward member, one review at a time
     checkpoint = Checkpoint.open(members[1])
     model = checkpoint.model()
-    datamodule = datamodule_of(checkpoint, ens_cfg)
+    datamodule = checkpoint.datamodule(ens_cfg.paths.data_dir, ens_cfg.paths.cache_dir)
     datamodule.setup("test")
     test = datamodule.datasets["test"]
     with torch.no_grad():

@@ -12,7 +12,7 @@ import torch
 from test_end_to_end import LM_QUICK, QUICK
 
 from rnnlab.models.encoder import CELLS, SequenceEncoder
-from rnnlab.train import train
+from rnnlab.tasks.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA)")
 # compose_cfg pins trainer.accelerator=cpu, and swapping the trainer group does not undo a value

@@ -15,9 +15,9 @@ from rnnlab.callbacks import NonFiniteLossError
 from rnnlab.data.news import NewsDataModule
 from rnnlab.data.sources import RemoteFile, find_or_download
 from rnnlab.errors import ConfigError, DataNotFoundError, RnnlabError
-from rnnlab.train import train
+from rnnlab.tasks.train import train
 
-from conftest import CONF_DIR
+from conftest import SCRIPTS
 
 QUICK = ("experiment=imdb_lstm", "data.val_size=8", "data.batch_size=4")
 
@@ -36,7 +36,7 @@ def test_sigterm_leaves_a_loadable_checkpoint_and_the_run_continues(tiny_data_di
     run_dir = tmp_path / "term"
     cmd = [
         sys.executable,
-        str(CONF_DIR.parent / "scripts" / "train.py"),
+        str(SCRIPTS / "train.py"),
         *QUICK,
         f"paths.data_dir={tiny_data_dir}",
         f"paths.cache_dir={tmp_path / 'cache'}",
@@ -90,7 +90,7 @@ def test_vocabulary_of_size_zero_is_a_config_error():
 
 
 def test_generate_refuses_a_classifier_checkpoint(compose_cfg, tmp_path):
-    from rnnlab.generate import generate
+    from rnnlab.tasks.generate import generate
 
     metrics = train(compose_cfg(*QUICK, "trainer.max_epochs=1", output_dir=tmp_path / "clf"))
     cfg = compose_cfg(f"ckpt_path={tmp_path / 'clf' / 'checkpoints' / 'last.ckpt'}", config_name="generate")
@@ -100,7 +100,7 @@ def test_generate_refuses_a_classifier_checkpoint(compose_cfg, tmp_path):
 
 
 def test_missing_checkpoint_is_named(compose_cfg, tmp_path):
-    from rnnlab.evaluate import evaluate
+    from rnnlab.tasks.evaluate import evaluate
 
     with pytest.raises(RnnlabError, match=r"checkpoint not found: .*nope.ckpt"):
         evaluate(compose_cfg(f"ckpt_path={tmp_path / 'nope.ckpt'}", config_name="eval", output_dir=tmp_path / "e"))

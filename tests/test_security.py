@@ -22,11 +22,10 @@ from rnnlab.data.news import NewsDataModule
 from rnnlab.data.novel import read_text
 from rnnlab.errors import DataFormatError
 from rnnlab.models.generation import PROMPT_CHUNK
-from rnnlab.train import train
+from rnnlab.tasks.train import train
 
-from conftest import CONF_DIR, write_tiny_imdb
+from conftest import CONF_DIR, SCRIPTS, write_tiny_imdb
 
-SCRIPTS = CONF_DIR.parent / "scripts"
 TINY = ("data.val_size=8", "data.batch_size=8", "trainer.max_epochs=1", "model.embed_dim=8", "model.hidden_size=8")
 
 

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from rnnlab.builders import build_datamodule, build_model
-from rnnlab.checkpoints import load_checkpoint
 from rnnlab.data.codec import TextCodec
 from rnnlab.errors import ConfigError
-from rnnlab.generate import generate
 from rnnlab.models.language_model import CODEC_KEY
 from rnnlab.models.transfer import encoder_state
-from rnnlab.train import train
+from rnnlab.runs.checkpoints import load_checkpoint
+from rnnlab.tasks.generate import generate
+from rnnlab.tasks.train import train
 
 TINY = ("data.val_size=8", "data.batch_size=8", "trainer.log_every_n_steps=1")
 SMALL = ("model.embed_dim=16", "model.hidden_size=24")

@@ -11,15 +11,15 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rnnlab.evaluate import evaluate
 from rnnlab.reporting.curves import job_label, line_styles
 from rnnlab.reporting.rerun import rerun
 from rnnlab.reporting.sweep import write_report
-from rnnlab.train import train
+from rnnlab.tasks.evaluate import evaluate
+from rnnlab.tasks.train import train
 
-from conftest import CONF_DIR
+from conftest import SCRIPTS
 
-SCRIPT = CONF_DIR.parent / "scripts" / "train.py"
+SCRIPT = SCRIPTS / "train.py"
 QUICK = [
     "experiment=imdb_lstm",
     "data.val_size=8",

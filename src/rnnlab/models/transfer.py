@@ -16,9 +16,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from rnnlab.checkpoints import CONFIG_KEY, Checkpoint
 from rnnlab.errors import ConfigError
 from rnnlab.models.language_model import CODEC_KEY, LanguageModel
+from rnnlab.runs.checkpoints import CONFIG_KEY, Checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import RnnlabError
-from rnnlab.resume import read_overrides
-from rnnlab.run_record import METRIC_PREFIXES, read_metrics
+from rnnlab.runs.record import METRIC_PREFIXES, read_metrics
+from rnnlab.runs.resume import read_overrides
 
-TRAIN_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "train.py"
+TRAIN = [sys.executable, "-m", "rnnlab.cli.train"]  # found through the package, installed or not
 
 
 def rerun_command(run_dir: Path, new_dir: Path) -> list[str]:
@@ -24,7 +24,7 @@ def rerun_command(run_dir: Path, new_dir: Path) -> list[str]:
     if overrides is None:
         raise RnnlabError(f"{run_dir} has no .hydra/overrides.yaml: is it a run folder made by scripts/train.py?")
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "resume=", "ckpt_path="))]
-    return [sys.executable, str(TRAIN_SCRIPT), *kept, f"hydra.run.dir={new_dir}"]
+    return [*TRAIN, *kept, f"hydra.run.dir={new_dir}"]
 
 
 def compare(old: dict[str, Any], new: dict[str, Any], tolerance: float = 0.0) -> list[str]:

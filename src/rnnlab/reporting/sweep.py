@@ -16,8 +16,8 @@ import yaml
 
 from rnnlab.errors import RnnlabError
 from rnnlab.io import atomic_write_text
-from rnnlab.resume import read_overrides
-from rnnlab.run_record import METRIC_PREFIXES
+from rnnlab.runs.record import METRIC_PREFIXES
+from rnnlab.runs.resume import read_overrides
 
 SEED = "seed"
 

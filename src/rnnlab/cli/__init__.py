@@ -1,5 +1,9 @@
-"""How the entry scripts report failure: one actionable line for a user error, and in a
-multirun a failed job is recorded (its metrics.json) while the sweep goes on."""
+"""The entry points (``python -m rnnlab.cli.<name>``, ``scripts/<name>.py``, ``rnnlab-<name>``).
+
+The modules of this package are the only ones that know Hydra's command line. Here: where they
+find the configs (inside the package, so an installed rnnlab runs too) and how they report
+failure: one actionable line for a user error, and in a multirun a failed job is recorded (its
+metrics.json) while the sweep goes on."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from omegaconf import DictConfig
 from rnnlab.errors import RnnlabError
 
 log = logging.getLogger("rnnlab")
+
+CONFIG_PATH = "pkg://rnnlab.conf"
 
 
 def _in_multirun() -> bool:

@@ -19,11 +19,11 @@ from rnnlab.builders import (
     check_output_dir,
     resolved,
 )
-from rnnlab.checkpoints import StoreRunConfig, refusal
 from rnnlab.errors import ConfigError
 from rnnlab.io import atomic_write_text
-from rnnlab.resume import previous_outcome
-from rnnlab.run_record import RunRecord, save_command, scalar_metrics
+from rnnlab.runs.checkpoints import StoreRunConfig, refusal
+from rnnlab.runs.record import RunRecord, save_command, scalar_metrics
+from rnnlab.runs.resume import previous_outcome
 
 log = logging.getLogger(__name__)
 

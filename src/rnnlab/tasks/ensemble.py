@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 
 from rnnlab.builders import check_output_dir
 from rnnlab.errors import ConfigError
-from rnnlab.evaluate import datamodule_of, open_checkpoint
 from rnnlab.models.classifier import SequenceClassifier, held_out_metrics
-from rnnlab.run_record import RunRecord, save_command
+from rnnlab.runs.checkpoints import Checkpoint
+from rnnlab.runs.record import RunRecord, save_command
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,12 @@ def _scores_in_loader_order(model: SequenceClassifier, loader: DataLoader) -> tu
 
 def member_scores(path: str | Path, cfg: DictConfig, split: str) -> MemberScores:
     """One classifier's probabilities on ``split``, in the order of the split's reviews."""
-    checkpoint = open_checkpoint(cfg, path)
+    checkpoint = Checkpoint.open(path, trust=cfg.trust_checkpoint)
     if not issubclass(checkpoint.module_class, SequenceClassifier):
         kind = checkpoint.module_class.__name__
         raise ConfigError(f"{path} is a {kind} checkpoint; an ensemble averages classifiers")
     model = checkpoint.model()
-    datamodule = datamodule_of(checkpoint, cfg)
+    datamodule = checkpoint.datamodule(cfg.paths.data_dir, cfg.paths.cache_dir)
     datamodule.setup("test" if split == "test" else "validate")
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     scores, order = _scores_in_loader_order(model, loader)

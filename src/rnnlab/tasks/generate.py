@@ -5,8 +5,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from rnnlab.errors import RnnlabError
-from rnnlab.evaluate import open_checkpoint
 from rnnlab.models.language_model import LanguageModel
+from rnnlab.runs.checkpoints import Checkpoint
 
 
 def sampling_temperature(temperature: float, scale_factor: float | None) -> float:
@@ -19,7 +19,7 @@ def sampling_temperature(temperature: float, scale_factor: float | None) -> floa
 
 
 def generate(cfg: DictConfig) -> str:
-    checkpoint = open_checkpoint(cfg, cfg.ckpt_path)
+    checkpoint = Checkpoint.open(cfg.ckpt_path, trust=cfg.trust_checkpoint)
     if not issubclass(checkpoint.module_class, LanguageModel):
         kind, task = checkpoint.module_class.__name__, checkpoint.run.get("task_name")
         raise RnnlabError(

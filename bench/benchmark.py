@@ -1,4 +1,6 @@
-"""Side-by-side throughput: the tutorials' own loops (``seed_reference.py``) against rnnlab's
+"""Side-by-side throughput: ``python bench/benchmark.py [--only news,novel,imdb] [--out FILE] [--docs FILE]``.
+
+The tutorials' own loops (``seed_reference.py`` beside this file) against rnnlab's
 training path on the same model and hyper-parameters, measured in the same sitting.
 
 Every measurement runs in its own subprocess (the reference script, rnnlab under
@@ -23,7 +25,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from rnnlab.builders import build_datamodule, build_model, build_trainer
@@ -31,8 +33,8 @@ from rnnlab.data.batching import IGNORE_INDEX, Batch
 from rnnlab.data.sources import resolve_data_dir
 from rnnlab.io import atomic_write_json, atomic_write_text
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "bench" / "seed_reference.py"
+# the tutorials' own loops, kept beside this tool so a clone reproduces docs/benchmarks.md
+DEFAULT_REFERENCE = Path(__file__).with_name("seed_reference.py")
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def compose_benchmark_config(
     steps: int,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module="rnnlab.conf", version_base="1.3"):
         return compose(
             "train",
             overrides=[
@@ -293,7 +295,7 @@ def run_rnnlab(
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
-        str(Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"),
+        str(Path(__file__).resolve()),
         "--worker",
         key,
         "--mode",
@@ -404,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows)
     print(table)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = " ".join(["python", "scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python", "bench/benchmark.py", *(argv if argv is not None else sys.argv[1:])])
     if args.out:
         atomic_write_json(
             args.out, {"date": stamp, "command": command, "machine": machine(), "threads": args.threads, "rows": rows}
@@ -417,3 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Command: `{command}`\n\n{table}\n",
         )
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
