@@ -13,6 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from rnnlab.models.encoder import EncoderSettings, SequenceEncoder
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = Path(str(resources.files("rnnlab") / "conf"))  # the configs travel inside the package
 SCRIPTS = REPO / "scripts"
@@ -55,6 +57,11 @@ def tar_folder(folder: Path, archive: Path) -> Path:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
     return archive
+
+
+def make_encoder(vocab_size: int, padding_idx: int | None = None, **settings) -> SequenceEncoder:
+    """An encoder from keyword settings, as a config node gives them."""
+    return SequenceEncoder(vocab_size, EncoderSettings(**settings), padding_idx)
 
 
 NOVEL_BODY = (

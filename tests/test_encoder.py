@@ -8,13 +8,18 @@ from rnnlab.models.classifier import SequenceClassifier
 from rnnlab.models.elman import ElmanRNN
 from rnnlab.models.encoder import CELLS, SequenceEncoder
 
+from conftest import make_encoder
+
 
 @pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("pooling", ["last", "meanmax", "concat"])
 def test_padding_invariance(cell, pooling):
     torch.manual_seed(0)
     model = SequenceClassifier(
-        vocab_size=30, embed_dim=8, hidden_size=6, cell=cell, bidirectional=True, pooling=pooling, fc_hidden=5
+        vocab_size=30,
+        encoder=dict(embed_dim=8, hidden_size=6, cell=cell, bidirectional=True),
+        pooling=pooling,
+        fc_hidden=5,
     ).eval()
     tokens = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
     lengths = torch.tensor([4, 2])
@@ -26,7 +31,7 @@ def test_padding_invariance(cell, pooling):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
 def test_bidirectional_final_features_equal_per_sequence_runs(cell):
     torch.manual_seed(0)
-    enc = SequenceEncoder(vocab_size=20, embed_dim=5, hidden_size=4, num_layers=2, cell=cell, bidirectional=True)
+    enc = make_encoder(20, embed_dim=5, hidden_size=4, num_layers=2, cell=cell, bidirectional=True)
     tokens = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0], [8, 9, 10, 0, 0]])
     lengths = torch.tensor([5, 2, 3])
     outputs, _ = enc(tokens, lengths)
@@ -42,7 +47,7 @@ def test_bidirectional_final_features_equal_per_sequence_runs(cell):
 def test_final_features_match_packed_nn_module(cell):
     """The padded path gives what the packed ``nn.LSTM``/``nn.GRU`` gives (state at each row's end)."""
     torch.manual_seed(0)
-    enc = SequenceEncoder(vocab_size=20, embed_dim=5, hidden_size=4, num_layers=2, cell=cell)
+    enc = make_encoder(20, embed_dim=5, hidden_size=4, num_layers=2, cell=cell)
     tokens = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0], [8, 9, 10, 0, 0]])
     lengths = torch.tensor([5, 2, 3])
     outputs, state = enc(tokens, lengths)
@@ -55,12 +60,12 @@ def test_final_features_match_packed_nn_module(cell):
 
 
 def test_unknown_cell_and_bad_sizes_are_config_errors():
-    with pytest.raises(ConfigError, match="allowed: rnn, gru, lstm, elman"):
-        SequenceEncoder(10, 4, 4, cell="transformer")
-    with pytest.raises(ConfigError, match="model.hidden_size"):
-        SequenceEncoder(10, 4, 0)
+    with pytest.raises(ConfigError, match="model.encoder.cell='transformer' .* allowed: rnn, gru, lstm, elman"):
+        make_encoder(10, embed_dim=4, hidden_size=4, cell="transformer")
+    with pytest.raises(ConfigError, match="model.encoder.hidden_size"):
+        make_encoder(10, embed_dim=4, hidden_size=0)
     with pytest.raises(ConfigError, match="model.vocab_size"):
-        SequenceEncoder(0, 4, 4)
+        make_encoder(0, embed_dim=4, hidden_size=4)
 
 
 def _copy(src: nn.Module, dst: nn.Module) -> None:
@@ -105,7 +110,7 @@ def test_elman_unpacked_time_major_matches_and_state_dict_moves_back():
 
 def test_tiny_batch_overfits_to_full_accuracy():
     torch.manual_seed(0)
-    model = SequenceClassifier(vocab_size=12, embed_dim=8, hidden_size=16, fc_hidden=16)
+    model = SequenceClassifier(vocab_size=12, encoder=dict(embed_dim=8, hidden_size=16), fc_hidden=16)
     tokens = torch.randint(2, 12, (16, 6))
     lengths = torch.randint(2, 7, (16,))
     targets = torch.randint(0, 2, (16,)).float()
@@ -121,8 +126,8 @@ def test_tiny_batch_overfits_to_full_accuracy():
 def paired_encoders(cell: str, bidirectional: bool, weight_drop: float) -> tuple[SequenceEncoder, SequenceEncoder]:
     """The same initial weights, with and without DropConnect on the recurrence."""
     kwargs = dict(vocab_size=20, embed_dim=6, hidden_size=16, num_layers=2, cell=cell, bidirectional=bidirectional)
-    plain = SequenceEncoder(**kwargs)
-    dropped = SequenceEncoder(**kwargs, weight_drop=weight_drop)
+    plain = make_encoder(**kwargs)
+    dropped = make_encoder(**kwargs, weight_drop=weight_drop)
     dropped.load_state_dict(plain.state_dict())  # same keys: weight drop adds no parameters
     return plain, dropped
 
@@ -148,7 +153,7 @@ def test_weight_drop_only_touches_the_recurrence_and_only_in_training(cell, bidi
 
 def test_weight_drop_masks_recurrent_gradients():
     torch.manual_seed(0)
-    encoder = SequenceEncoder(vocab_size=20, embed_dim=6, hidden_size=32, cell="lstm", weight_drop=0.5)
+    encoder = make_encoder(20, embed_dim=6, hidden_size=32, cell="lstm", weight_drop=0.5)
     outputs, _ = encoder(torch.randint(1, 20, (4, 12)))
     outputs.square().sum().backward()
     recurrent_zeros = (encoder.rnn.weight_hh_l0.grad == 0).float().mean().item()
@@ -157,13 +162,15 @@ def test_weight_drop_masks_recurrent_gradients():
 
 
 def test_weight_drop_out_of_range_names_the_setting():
-    with pytest.raises(ConfigError, match=r"model\.weight_drop=1\.0"):
-        SequenceEncoder(vocab_size=20, embed_dim=6, hidden_size=8, weight_drop=1.0)
+    with pytest.raises(ConfigError, match=r"model\.encoder\.weight_drop=1\.0"):
+        make_encoder(20, embed_dim=6, hidden_size=8, weight_drop=1.0)
 
 
 def test_concat_pooling_reads_the_last_step_the_mean_and_the_max():
     torch.manual_seed(0)
-    model = SequenceClassifier(vocab_size=30, embed_dim=8, hidden_size=6, pooling="concat", fc_hidden=5).eval()
+    model = SequenceClassifier(
+        vocab_size=30, encoder=dict(embed_dim=8, hidden_size=6), pooling="concat", fc_hidden=5
+    ).eval()
     tokens, lengths = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]]), torch.tensor([4, 2])
     with torch.no_grad():
         outputs, _ = model.encoder(tokens, lengths)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from rnnlab.errors import ConfigError
@@ -44,7 +45,7 @@ def test_every_experiment_runs_one_batch(experiment, compose_cfg, tmp_path):
 @pytest.mark.parametrize("cell", ["gru", "elman"])
 def test_cell_swaps_from_the_command_line(cell, compose_cfg):
     cfg = compose_cfg("experiment=imdb_lstm", f"model/cell={cell}")
-    assert cfg.model.cell == cell
+    assert cfg.model.encoder.cell == cell
 
 
 def test_train_checkpoint_eval_round_trip(compose_cfg, tmp_path):
@@ -77,6 +78,14 @@ def test_train_checkpoint_eval_round_trip(compose_cfg, tmp_path):
     assert result["test/acc"] == pytest.approx(on_disk["test/acc"], abs=1e-6)
     assert json.loads((eval_dir / "metrics.json").read_text())["test/acc"] == result["test/acc"]
 
+    # a checkpoint from before the encoder's settings were one node (flat hyper-parameters) still loads
+    content = torch.load(best, weights_only=True)
+    hparams = content["hyper_parameters"]
+    flat = {**{k: v for k, v in hparams.items() if k != "encoder"}, **hparams["encoder"]}
+    torch.save({**content, "hyper_parameters": flat}, tmp_path / "old.ckpt")
+    old = evaluate(compose_cfg(f"ckpt_path={tmp_path / 'old.ckpt'}", config_name="eval", output_dir=tmp_path / "old"))
+    assert old["test/acc"] == result["test/acc"]
+
 
 def test_training_is_deterministic_on_cpu(compose_cfg, tmp_path):
     runs = [train(compose_cfg("experiment=imdb_bilstm", *QUICK, output_dir=tmp_path / f"r{i}")) for i in range(2)]
@@ -86,8 +95,10 @@ def test_training_is_deterministic_on_cpu(compose_cfg, tmp_path):
 
 def test_config_error_is_recorded_as_failed_before_training(compose_cfg, tmp_path):
     run_dir = tmp_path / "bad"
-    with pytest.raises(ConfigError, match="model.cell='transformer'"):
-        train(compose_cfg("experiment=imdb_lstm", "model.cell=transformer", "data.val_size=8", output_dir=run_dir))
+    with pytest.raises(ConfigError, match="model.encoder.cell='transformer'"):
+        train(
+            compose_cfg("experiment=imdb_lstm", "model.encoder.cell=transformer", "data.val_size=8", output_dir=run_dir)
+        )
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "failed" and "transformer" in record["error"]
     assert not (run_dir / "checkpoints").exists()
@@ -108,8 +119,8 @@ LM_QUICK = (
     "trainer.max_steps=6",
     "trainer.val_check_interval=3",
     "trainer.log_every_n_steps=1",
-    "model.embed_dim=16",
-    "model.hidden_size=24",
+    "model.encoder.embed_dim=16",
+    "model.encoder.hidden_size=24",
 )
 
 

@@ -10,7 +10,7 @@ from rnnlab.tasks.ensemble import classification_metrics, ensemble, member_score
 from rnnlab.tasks.evaluate import evaluate
 from rnnlab.tasks.train import train
 
-QUICK = (*TINY, "trainer.max_epochs=1", "model.embed_dim=16", "model.hidden_size=24")
+QUICK = (*TINY, "trainer.max_epochs=1", "model.encoder.embed_dim=16", "model.encoder.hidden_size=24")
 
 
 @pytest.fixture

@@ -11,8 +11,10 @@ import pytest
 import torch
 from test_end_to_end import LM_QUICK, QUICK
 
-from rnnlab.models.encoder import CELLS, SequenceEncoder
+from rnnlab.models.encoder import CELLS
 from rnnlab.tasks.train import train
+
+from conftest import make_encoder
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA)")
 # compose_cfg pins trainer.accelerator=cpu, and swapping the trainer group does not undo a value
@@ -33,7 +35,7 @@ def exact_float32():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_encoder_on_gpu_matches_cpu(cell, bidirectional, exact_float32):
     torch.manual_seed(0)
-    encoder = SequenceEncoder(30, 8, 12, num_layers=2, cell=cell, bidirectional=bidirectional).eval()
+    encoder = make_encoder(30, embed_dim=8, hidden_size=12, num_layers=2, cell=cell, bidirectional=bidirectional).eval()
     tokens = torch.randint(1, 30, (5, 9))
     lengths = torch.tensor([9, 4, 7, 1, 9])
     with torch.no_grad():
@@ -46,7 +48,7 @@ def test_encoder_on_gpu_matches_cpu(cell, bidirectional, exact_float32):
 def test_weight_drop_runs_on_cudnn(cell, exact_float32):
     """cuDNN reads its weights from a flat buffer: the dropped matrices must reach it, per call."""
     torch.manual_seed(0)
-    encoder = SequenceEncoder(30, 8, 32, num_layers=2, cell=cell, weight_drop=0.5).cuda()
+    encoder = make_encoder(30, embed_dim=8, hidden_size=32, num_layers=2, cell=cell, weight_drop=0.5).cuda()
     tokens = torch.randint(1, 30, (4, 10), device="cuda")
     outputs, _ = encoder.train()(tokens)
     outputs.square().sum().backward()

@@ -1,17 +1,22 @@
+from dataclasses import fields
+
 import pytest
 import torch
 
 from rnnlab.data.batching import IGNORE_INDEX, Batch
 from rnnlab.data.codec import TextCodec
 from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.models.encoder import EncoderSettings
 from rnnlab.models.generation import generate
 from rnnlab.models.language_model import LanguageModel, previous_token_targets
+
+ENCODER_KEYS = {f.name for f in fields(EncoderSettings)}
 
 
 def tiny_lm(**kw) -> LanguageModel:
     torch.manual_seed(0)
-    kw = {"vocab_size": 12, "embed_dim": 8, "hidden_size": 16, **kw}
-    return LanguageModel(**kw)
+    encoder = {"embed_dim": 8, "hidden_size": 16, **{k: kw.pop(k) for k in list(kw) if k in ENCODER_KEYS}}
+    return LanguageModel(**{"vocab_size": 12, **kw}, encoder=encoder)
 
 
 def test_same_seed_same_text_and_greedy_equals_top1():

@@ -26,7 +26,13 @@ from rnnlab.tasks.train import train
 
 from conftest import CONF_DIR, SCRIPTS, write_tiny_imdb
 
-TINY = ("data.val_size=8", "data.batch_size=8", "trainer.max_epochs=1", "model.embed_dim=8", "model.hidden_size=8")
+TINY = (
+    "data.val_size=8",
+    "data.batch_size=8",
+    "trainer.max_epochs=1",
+    "model.encoder.embed_dim=8",
+    "model.encoder.hidden_size=8",
+)
 
 
 class Evil:
@@ -222,7 +228,7 @@ def test_a_prompt_of_a_megabyte_is_read_in_bounded_pieces():
     from rnnlab.models.language_model import LanguageModel
 
     torch.manual_seed(0)
-    model = LanguageModel(vocab_size=3, embed_dim=4, hidden_size=4).eval()
+    model = LanguageModel(vocab_size=3, encoder={"embed_dim": 4, "hidden_size": 4}).eval()
     model.codec = TextCodec(["a", "b", " "], level="char")
     widths = []
     step = model.step

@@ -13,7 +13,7 @@ from rnnlab.tasks.generate import generate
 from rnnlab.tasks.train import train
 
 TINY = ("data.val_size=8", "data.batch_size=8", "trainer.log_every_n_steps=1")
-SMALL = ("model.embed_dim=16", "model.hidden_size=24")
+SMALL = ("model.encoder.embed_dim=16", "model.encoder.hidden_size=24")
 
 
 def language_model_codec(path: str) -> TextCodec:
@@ -51,10 +51,10 @@ def test_pretrain_then_finetune_starts_from_the_language_model(compose_cfg, tmp_
 
     with pytest.raises(ConfigError, match="vocabulary .* differs"):
         build_model(cfg := finetune_cfg("data.max_size=20", name="v"), build_datamodule(cfg))
-    with pytest.raises(ConfigError, match="model.hidden_size=24"):
-        build_model(cfg := finetune_cfg("model.hidden_size=32", name="h"), build_datamodule(cfg))
+    with pytest.raises(ConfigError, match="model.encoder.hidden_size=24"):
+        build_model(cfg := finetune_cfg("model.encoder.hidden_size=32", name="h"), build_datamodule(cfg))
     with pytest.raises(ConfigError, match="bidirectional=false"):
-        build_model(cfg := finetune_cfg("model.bidirectional=true", name="b"), build_datamodule(cfg))
+        build_model(cfg := finetune_cfg("model.encoder.bidirectional=true", name="b"), build_datamodule(cfg))
     with pytest.raises(ConfigError, match="trained with data.reverse=false .* set data.reverse=false"):
         build_model(cfg := finetune_cfg("data.reverse=true", name="r"), build_datamodule(cfg))
 
@@ -62,13 +62,15 @@ def test_pretrain_then_finetune_starts_from_the_language_model(compose_cfg, tmp_
 def test_forward_backward_language_model_starts_a_bidirectional_classifier(compose_cfg, tmp_path):
     lm_run = train(
         compose_cfg(
-            "experiment=imdb_lm_pretrain", *TINY, *SMALL, "model.bidirectional=true", output_dir=tmp_path / "lm"
+            "experiment=imdb_lm_pretrain", *TINY, *SMALL, "model.encoder.bidirectional=true", output_dir=tmp_path / "lm"
         )
     )
     assert {"val/loss", "val/loss_forward", "val/ppl_forward"} <= lm_run.keys()
     assert lm_run["val/loss_forward"] != lm_run["val/loss"]
     extra = (f"model.pretrained={lm_run['best_checkpoint']}", *TINY, *SMALL)
-    cfg = compose_cfg("experiment=imdb_finetune", *extra, "model.bidirectional=true", output_dir=tmp_path / "ft")
+    cfg = compose_cfg(
+        "experiment=imdb_finetune", *extra, "model.encoder.bidirectional=true", output_dir=tmp_path / "ft"
+    )
     model = build_model(cfg, build_datamodule(cfg))
     lm_encoder = encoder_state(load_checkpoint(lm_run["best_checkpoint"]))
     assert lm_encoder.keys() == model.encoder.state_dict().keys()

@@ -68,12 +68,12 @@ def test_multirun_two_by_two_and_its_report(tiny_data_dir, tmp_path):
 
 def test_failed_job_is_recorded_and_resume_skips_completed_jobs(tiny_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    multirun(sweep, tiny_data_dir, "model.hidden_size=0,8")
+    multirun(sweep, tiny_data_dir, "model.encoder.hidden_size=0,8")
     failed, done = (json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1"))
-    assert failed["status"] == "failed" and "model.hidden_size" in failed["error"]
+    assert failed["status"] == "failed" and "model.encoder.hidden_size" in failed["error"]
     assert done["status"] == "completed"
     stamp = (sweep / "1" / "metrics.json").stat().st_mtime_ns
-    proc = multirun(sweep, tiny_data_dir, "model.hidden_size=0,8", "resume=true")
+    proc = multirun(sweep, tiny_data_dir, "model.encoder.hidden_size=0,8", "resume=true")
     assert "already completed; skipped" in proc.stdout + proc.stderr
     assert (sweep / "1" / "metrics.json").stat().st_mtime_ns == stamp
 
@@ -119,8 +119,8 @@ def test_tensorboard_has_scalars_hparams_and_a_text_sample(compose_cfg, tmp_path
             "trainer.max_steps=4",
             "trainer.val_check_interval=2",
             "trainer.log_every_n_steps=1",
-            "model.embed_dim=8",
-            "model.hidden_size=8",
+            "model.encoder.embed_dim=8",
+            "model.encoder.hidden_size=8",
             "model.sample_length=12",
             output_dir=run_dir,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,7 +13,8 @@ from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 from rnnlab.data.batching import Batch
 from rnnlab.errors import ConfigError
 from rnnlab.models.base import OptimizerFactory, RecurrentModule, SchedulerFactory
-from rnnlab.models.encoder import SequenceEncoder, check_positive
+from rnnlab.models.encoder import EncoderSettings, SequenceEncoder, check_positive
+from rnnlab.models.padding import step_mask
 
 # what each pooling reads: the last step, the mean and/or the max over time;
 # "concat" is ULMFiT's concat pooling, all three side by side
@@ -27,8 +29,7 @@ POOLINGS: dict[str, tuple[str, ...]] = {
 
 def pool(outputs: Tensor, lengths: Tensor, how: str) -> Tensor:
     """Masked mean and/or max over time; padding never enters either."""
-    mask = torch.arange(outputs.size(1), device=outputs.device).unsqueeze(0) < lengths.to(outputs.device).unsqueeze(1)
-    mask = mask.unsqueeze(-1)
+    mask = step_mask(lengths, outputs.size(1), outputs.device).unsqueeze(-1)
     parts = []
     if "mean" in POOLINGS[how]:
         parts.append((outputs * mask).sum(1) / mask.sum(1).clamp(min=1))
@@ -54,14 +55,7 @@ class SequenceClassifier(RecurrentModule):
     def __init__(
         self,
         vocab_size: int,
-        embed_dim: int = 20,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        cell: str = "lstm",
-        bidirectional: bool = False,
-        dropout: float = 0.0,
-        embed_dropout: float = 0.0,
-        weight_drop: float = 0.0,
+        encoder: Mapping[str, Any] | EncoderSettings | None = None,
         head_dropout: float = 0.0,
         pooling: str = "last",
         fc_hidden: int = 64,
@@ -74,6 +68,8 @@ class SequenceClassifier(RecurrentModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
     ):
+        settings = EncoderSettings.of(encoder)
+        encoder = settings.as_dict()  # saved below as plain values: checkpoints then load as data only
         super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         if pooling not in POOLINGS:
@@ -86,7 +82,7 @@ class SequenceClassifier(RecurrentModule):
                 f"model.encoder_lr_scale and model.freeze_encoder_epochs must not be negative, "
                 f"got {encoder_lr_scale} and {freeze_encoder_epochs}"
             )
-        self.encoder = SequenceEncoder.from_settings(self.hparams)
+        self.encoder = SequenceEncoder(vocab_size, settings, padding_idx)
         features = self.encoder.output_size * len(POOLINGS[pooling])
         self.binary = num_classes == 2
         self.head = nn.Sequential(

@@ -17,15 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-
-def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Reverse each ``[B, T, ...]`` row within its own length; padding stays where it is."""
-    if lengths is None:
-        return x.flip(1)
-    steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
-    lengths = lengths.to(x.device).unsqueeze(1)
-    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
-    return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
+from rnnlab.models.padding import reverse_padded, step_mask
 
 
 class ElmanRNN(nn.Module):
@@ -91,10 +83,7 @@ class ElmanRNN(nn.Module):
         batch, steps = x.size(0), x.size(1)
         if hx is None:
             hx = x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
-        mask = None
-        if lengths is not None:
-            mask = torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)
-            mask = mask.to(x.device)
+        mask = step_mask(lengths, steps, x.device) if lengths is not None else None
         finals = []
         layer_input = x
         for layer in range(self.num_layers):

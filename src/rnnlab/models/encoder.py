@@ -18,8 +18,8 @@ between steps would need a Python loop over time).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from rnnlab.errors import ConfigError
-from rnnlab.models.elman import ElmanRNN, reverse_padded
+from rnnlab.models.elman import ElmanRNN
+from rnnlab.models.padding import reverse_padded, step_mask
 
 CELLS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM, "elman": ElmanRNN}
 
@@ -39,6 +40,68 @@ def check_positive(**values: int | float) -> None:
     for key, value in values.items():
         if value is None or value <= 0:
             raise ConfigError(f"model.{key} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What decides an encoder (``model.encoder.*``): one object that both models take, the config
+    writes once, and transfer compares whole."""
+
+    cell: str = "lstm"
+    embed_dim: int = 20
+    hidden_size: int = 64
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0  # between recurrent layers
+    embed_dropout: float = 0.0
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
+
+    SHAPE = ("cell", "embed_dim", "hidden_size", "num_layers", "bidirectional")  # what the weights' shapes follow
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ConfigError(f"model.encoder.cell={self.cell!r} is not a known cell; allowed: {', '.join(CELLS)}")
+        check_positive(
+            **{f"encoder.{k}": getattr(self, k) for k in ("embed_dim", "hidden_size", "num_layers")},
+        )
+        dropouts = {"dropout": self.dropout, "embed_dropout": self.embed_dropout, "weight_drop": self.weight_drop}
+        if not all(0.0 <= value < 1.0 for value in dropouts.values()):
+            shown = ", ".join(f"model.encoder.{key}={value}" for key, value in dropouts.items())
+            raise ConfigError(f"model dropouts must be in [0, 1), got {shown}")
+
+    @classmethod
+    def of(cls, value: Mapping[str, Any] | EncoderSettings | None) -> EncoderSettings:
+        """Settings from the config node (or a checkpoint's hyper-parameters), unknown keys named."""
+        if isinstance(value, cls):
+            return value
+        value = dict(value or {})
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ConfigError(f"model.encoder.{unknown[0]} is not an encoder setting; allowed: {', '.join(names)}")
+        return cls(**value)
+
+    @classmethod
+    def nest(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters with the encoder's settings under ``encoder``, as checkpoints hold them now.
+
+        Checkpoints written before the settings were one node held them flat beside the others;
+        they are moved, so those checkpoints still load.
+        """
+        hparams = dict(hparams)
+        if "encoder" in hparams or "cell" not in hparams:
+            return hparams
+        names = {f.name for f in fields(cls)}
+        return {
+            **{k: v for k, v in hparams.items() if k not in names},
+            "encoder": {k: hparams[k] for k in names if k in hparams},
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def shape(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.SHAPE}
 
 
 def drop_recurrent_weights(rnn: nn.Module, p: float, x: Tensor, state: State | None) -> tuple[Tensor, State]:
@@ -53,11 +116,6 @@ def drop_recurrent_weights(rnn: nn.Module, p: float, x: Tensor, state: State | N
     return functional_call(rnn, dropped, (x, state))
 
 
-def step_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
-    """``[B, T]`` True at real steps."""
-    return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
-
-
 class SequenceEncoder(nn.Module):
     """Tokens ``[B, T]`` (+ lengths) → per-step outputs ``[B, T, D]`` (zero at padding) and the final state.
 
@@ -66,60 +124,35 @@ class SequenceEncoder(nn.Module):
     row's top-layer features at its true end.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embed_dim: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        cell: str = "lstm",
-        bidirectional: bool = False,
-        dropout: float = 0.0,
-        embed_dropout: float = 0.0,
-        padding_idx: int | None = None,
-        weight_drop: float = 0.0,
-    ):
+    def __init__(self, vocab_size: int, settings: EncoderSettings, padding_idx: int | None = None):
         super().__init__()
-        if cell not in CELLS:
-            raise ConfigError(f"model.cell={cell!r} is not a known cell; allowed: {', '.join(CELLS)}")
-        check_positive(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers)
-        dropouts = {"dropout": dropout, "embed_dropout": embed_dropout, "weight_drop": weight_drop}
-        if not all(0.0 <= value < 1.0 for value in dropouts.values()):
-            shown = ", ".join(f"model.{key}={value}" for key, value in dropouts.items())
-            raise ConfigError(f"model dropouts must be in [0, 1), got {shown}")
-        self.weight_drop = weight_drop
-        self.cell, self.num_layers, self.hidden_size = cell, num_layers, hidden_size
-        self.bidirectional = bidirectional
-        self.num_directions = 2 if bidirectional else 1
+        check_positive(vocab_size=vocab_size)
+        self.settings = settings
+        self.weight_drop = settings.weight_drop
+        self.cell, self.num_layers, self.hidden_size = settings.cell, settings.num_layers, settings.hidden_size
+        self.bidirectional = settings.bidirectional
+        self.num_directions = 2 if settings.bidirectional else 1
+        embed_dim, hidden_size = settings.embed_dim, settings.hidden_size
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
-        self.embed_dropout = nn.Dropout(embed_dropout)
-        rnn = CELLS[cell]
-        if bidirectional:  # per layer, one module per direction: each direction sees its own padding-free order
+        self.embed_dropout = nn.Dropout(settings.embed_dropout)
+        rnn = CELLS[settings.cell]
+        if settings.bidirectional:  # per layer, one module per direction: each sees its own padding-free order
             self.layers = nn.ModuleList(
                 nn.ModuleList(
                     rnn(embed_dim if i == 0 else 2 * hidden_size, hidden_size, batch_first=True) for _ in range(2)
                 )
-                for i in range(num_layers)
+                for i in range(settings.num_layers)
             )
-            self.layer_dropout = nn.Dropout(dropout)
+            self.layer_dropout = nn.Dropout(settings.dropout)
         else:
             self.rnn = rnn(
                 embed_dim,
                 hidden_size,
-                num_layers=num_layers,
+                num_layers=settings.num_layers,
                 batch_first=True,
-                dropout=dropout if num_layers > 1 else 0.0,
+                dropout=settings.dropout if settings.num_layers > 1 else 0.0,
             )
         self.output_size = hidden_size * self.num_directions
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> SequenceEncoder:
-        """The encoder a model's hyper-parameters describe, read the same way by every model.
-
-        One reader keeps a language model's encoder and a classifier's interchangeable (transfer).
-        """
-        names = [name for name in inspect.signature(cls).parameters if name in settings]
-        return cls(**{name: settings[name] for name in names})
 
     def forward(
         self, tokens: Tensor, lengths: Tensor | None = None, state: State | None = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +29,9 @@ from rnnlab.data.batching import IGNORE_INDEX, Batch
 from rnnlab.data.codec import TextCodec
 from rnnlab.errors import ConfigError
 from rnnlab.models.base import OptimizerFactory, RecurrentModule, SchedulerFactory
-from rnnlab.models.encoder import SequenceEncoder, State
+from rnnlab.models.encoder import EncoderSettings, SequenceEncoder, State
 from rnnlab.models.generation import generate
+from rnnlab.models.padding import step_mask
 
 CODEC_KEY = "rnnlab_codec"
 
@@ -57,8 +58,7 @@ def previous_token_targets(batch: Batch) -> Tensor:
     """What the reverse direction predicts at each step: the token before it (none at step 0 or padding)."""
     targets = torch.full_like(batch.targets, IGNORE_INDEX)
     targets[:, 1:] = batch.tokens[:, :-1]
-    steps = torch.arange(batch.tokens.size(1), device=batch.tokens.device).unsqueeze(0)
-    return targets.masked_fill(steps >= batch.lengths.to(targets.device).unsqueeze(1), IGNORE_INDEX)
+    return targets.masked_fill(~step_mask(batch.lengths, batch.tokens.size(1), targets.device), IGNORE_INDEX)
 
 
 @contextmanager
@@ -85,14 +85,7 @@ class LanguageModel(RecurrentModule):
     def __init__(
         self,
         vocab_size: int,
-        embed_dim: int = 256,
-        hidden_size: int = 512,
-        num_layers: int = 1,
-        cell: str = "lstm",
-        bidirectional: bool = False,
-        dropout: float = 0.0,
-        embed_dropout: float = 0.0,
-        weight_drop: float = 0.0,
+        encoder: Mapping[str, Any] | EncoderSettings | None = None,
         output_dropout: float = 0.0,
         tie_weights: bool = False,
         head: str = "full",
@@ -107,21 +100,25 @@ class LanguageModel(RecurrentModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
     ):
+        settings = EncoderSettings.of(encoder)
+        encoder = settings.as_dict()  # saved below as plain values: checkpoints then load as data only
         super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        if bidirectional and (num_layers != 1 or stateful):
+        if settings.bidirectional and (settings.num_layers != 1 or stateful):
             raise ConfigError(
-                f"model.bidirectional=true needs model.num_layers=1 and model.stateful=false for a language model "
-                f"(got num_layers={num_layers}, stateful={stateful}): a second layer, or a state carried in from "
-                f"the next batch, would let the reverse direction see the token it predicts"
+                f"model.encoder.bidirectional=true needs model.encoder.num_layers=1 and model.stateful=false for a "
+                f"language model (got num_layers={settings.num_layers}, stateful={stateful}): a second layer, or a "
+                f"state carried in from the next batch, would let the reverse direction see the token it predicts"
             )
         if head not in ("full", "adaptive"):
             raise ConfigError(f"model.head={head!r} is not allowed; choose full or adaptive")
-        if tie_weights and embed_dim != hidden_size:
+        hidden_size = settings.hidden_size
+        if tie_weights and settings.embed_dim != hidden_size:
             raise ConfigError(
-                f"model.tie_weights=true needs embed_dim == hidden_size (got {embed_dim} and {hidden_size})"
+                f"model.tie_weights=true needs model.encoder.embed_dim == hidden_size "
+                f"(got {settings.embed_dim} and {hidden_size})"
             )
-        self.encoder = SequenceEncoder.from_settings(self.hparams)
+        self.encoder = SequenceEncoder(vocab_size, settings, padding_idx)
         self.output_dropout = nn.Dropout(output_dropout)
         if head == "adaptive":
             cutoffs = [c for c in (adaptive_cutoffs or [2000, 10000]) if c < vocab_size - 1]
@@ -136,7 +133,7 @@ class LanguageModel(RecurrentModule):
             if tie_weights:
                 self.decoder.weight = self.encoder.embedding.weight
         self.codec: TextCodec | None = None
-        tracked = ("loss", "acc", "loss_forward") if bidirectional else ("loss", "acc")
+        tracked = ("loss", "acc", "loss_forward") if settings.bidirectional else ("loss", "acc")
         self.stats = nn.ModuleDict(
             {stage: nn.ModuleDict({k: MeanMetric() for k in tracked}) for stage in ("val", "test")}
         )

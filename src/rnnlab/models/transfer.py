@@ -14,16 +14,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from rnnlab.errors import ConfigError
+from rnnlab.models.encoder import EncoderSettings, SequenceEncoder
 from rnnlab.models.language_model import CODEC_KEY, LanguageModel
 from rnnlab.runs.checkpoints import CONFIG_KEY, Checkpoint
 
 log = logging.getLogger(__name__)
 
 ENCODER_PREFIX = "encoder."
-SHAPE_KEYS = ("cell", "embed_dim", "hidden_size", "num_layers", "bidirectional")
 
 
 def encoder_state(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
@@ -68,8 +68,18 @@ def _as_override(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _check_shape(path: Path, checkpoint: dict[str, Any], settings: EncoderSettings) -> None:
+    """Both encoders' settings compared as one object: the weights' shapes follow from them."""
+    theirs = EncoderSettings.of(EncoderSettings.nest(checkpoint.get("hyper_parameters") or {}).get("encoder"))
+    differ = {k: v for k, v in theirs.shape().items() if v != settings.shape()[k]}
+    if differ:
+        mine = ", ".join(f"{k}={_as_override(settings.shape()[k])}" for k in differ)
+        fix = " ".join(f"model.encoder.{k}={_as_override(v)}" for k, v in differ.items())
+        raise ConfigError(f"model.pretrained={path}: its encoder differs from this run's ({mine}); set {fix}")
+
+
 def init_encoder_from_language_model(
-    encoder: nn.Module, path: str | Path, itos: list[str], reverse: bool = False, trust: bool = False
+    encoder: SequenceEncoder, path: str | Path, itos: list[str], reverse: bool = False, trust: bool = False
 ) -> None:
     """Copy embedding + recurrent weights from a language-model checkpoint into ``encoder``.
 
@@ -86,19 +96,10 @@ def init_encoder_from_language_model(
     checkpoint = opened.content
     _check_vocabulary(path, checkpoint, itos)
     _check_direction(path, checkpoint, reverse)
+    _check_shape(path, checkpoint, encoder.settings)
     state = encoder_state(checkpoint)
-    own = encoder.state_dict()
-    wrong = sorted(
-        f"{key} {tuple(state[key].shape) if key in state else 'missing'} vs {tuple(value.shape)}"
-        for key, value in own.items()
-        if key not in state or state[key].shape != value.shape
-    ) + sorted(f"{key} not in this encoder" for key in state.keys() - own.keys())
-    if wrong:
-        hparams = checkpoint.get("hyper_parameters", {})
-        shape = ", ".join(f"model.{k}={_as_override(hparams.get(k))}" for k in SHAPE_KEYS)
-        raise ConfigError(
-            f"model.pretrained={path}: the encoder does not match ({'; '.join(wrong[:4])}"
-            f"{' …' if len(wrong) > 4 else ''}). Set {shape}"
-        )
-    encoder.load_state_dict(state)
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as exc:  # same settings, other tensors: a damaged or altered file
+        raise ConfigError(f"model.pretrained={path}: its encoder weights do not load ({exc})") from exc
     log.info("embedding and encoder initialised from %s (%d tensors)", path, len(state))
