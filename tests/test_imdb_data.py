@@ -113,7 +113,7 @@ def test_unlabelled_reviews_widen_the_vocabulary_only_when_asked(tiny_data_dir, 
     plain = make_dm(tiny_data_dir, tmp_path / "c1")
     wide = make_dm(tiny_data_dir, tmp_path / "c2", unlabelled=True)
     plain.prepare_data(), wide.prepare_data()
-    assert UNSUP_ONLY not in plain.vocab and UNSUP_ONLY in wide.vocab
+    assert UNSUP_ONLY not in plain.vocab.stoi and UNSUP_ONLY in wide.vocab.stoi
     wide.setup("fit")  # the classifier's splits do not change
     plain.setup("fit")
     assert sorted(wide.datasets) == ["test", "train", "val"]

@@ -235,3 +235,39 @@ def test_a_prompt_of_a_megabyte_is_read_in_bounded_pieces():
     model.step = lambda tokens, state: (widths.append(tokens.size(1)), step(tokens, state))[1]
     text = model.generate_text("ab " * 350_000, 5, seed=1)
     assert len(text) == 5 and max(widths) == PROMPT_CHUNK and sum(widths) == 1_050_000 + 5
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2, 3]", "holds a JSON list, not the flat object"),
+        ('{"status": "completed", "test/acc": {"__class__": "os.system"}}', "'test/acc' is not a plain value"),
+        ('{"status": "comp', "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+        ('{"pad": "' + "x" * (2 << 20) + '"}', "not a file rnnlab wrote"),
+    ],
+)
+def test_a_hostile_metrics_file_is_an_error_for_the_report_and_resume(content, message, tmp_path):
+    from rnnlab.errors import RnnlabError
+    from rnnlab.runs.resume import previous_outcome
+
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (job / "metrics.json").write_text(content)
+    proc = run_script("sweep_report.py", str(tmp_path / "sweep"), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr[-800:]
+    with pytest.raises(RnnlabError, match=message):
+        previous_outcome(job, ["seed=1"])
+
+
+def test_overrides_that_are_not_a_list_of_strings_are_refused(tmp_path):
+    from rnnlab.errors import RnnlabError
+    from rnnlab.runs.folder import read_overrides
+
+    (tmp_path / ".hydra").mkdir()
+    for text in ("!!python/object/apply:os.system ['touch pwned']", "{a: 1}", "- [nested]"):
+        (tmp_path / ".hydra" / "overrides.yaml").write_text(text)
+        with pytest.raises(RnnlabError, match="not valid YAML|not a list of key=value strings"):
+            read_overrides(tmp_path)
+    assert not (tmp_path / "pwned").exists()

@@ -7,7 +7,6 @@ DataModules know nothing about Hydra and take plain arguments.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -74,21 +73,6 @@ def build_logger(cfg: DictConfig) -> Any:
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
     return build(cfg.trainer, callbacks=callbacks, logger=logger)
-
-
-def check_output_dir(path: str | Path) -> Path:
-    """Fail before training when results could not be written (read-only disk, a file in the way)."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write to the output folder {path} ({exc}); set hydra.run.dir=... (or paths.output_dir=...)"
-        ) from exc
-    return path
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rnnlab.io import atomic_write, file_sha256
+from rnnlab.io import atomic_write, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def fingerprint(path: str | os.PathLike) -> str:
     """Content hash of a file; for a folder, a hash of every file's relative path, size and mtime."""
     path = Path(path)
     if path.is_file():
-        return file_sha256(path)
+        return file_digest(path)
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         stat = file.stat()

@@ -6,7 +6,6 @@ The project never depends on a particular machine's layout: data lives in
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnlab.errors import DataFormatError, DataNotFoundError
-from rnnlab.io import atomic_write
+from rnnlab.io import atomic_write, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -29,31 +28,20 @@ class RemoteFile:
 
     url: str
     filename: str
-    md5: str | None = None
-    sha256: str | None = None
+    md5: str | None = None  # None where the source changes over time (Gutenberg re-releases)
 
 
 def data_dir_hint() -> str:
     return f"set ${DATA_DIR_ENV} or paths.data_dir=... to the folder that holds it"
 
 
-def _digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(path: Path, remote: RemoteFile) -> None:
     """Raise if ``path`` does not match the remote's published digest."""
-    for algorithm in ("sha256", "md5"):
-        expected = getattr(remote, algorithm)
-        if expected and (actual := _digest(path, algorithm)) != expected:
-            raise DataFormatError(
-                f"{path}: {algorithm} is {actual}, expected {expected} for {remote.url}. "
-                f"The file is truncated or corrupt: delete it and download it again."
-            )
+    if remote.md5 and (actual := file_digest(path, "md5")) != remote.md5:
+        raise DataFormatError(
+            f"{path}: md5 is {actual}, expected {remote.md5} for {remote.url}. "
+            f"The file is truncated or corrupt: delete it and download it again."
+        )
 
 
 def download(remote: RemoteFile, folder: Path, timeout: float = 30.0) -> Path:
@@ -74,7 +62,6 @@ def find_or_download(
     remote: RemoteFile | None,
     what: str,
     allow_download: bool = True,
-    manual_hint: str = "",
 ) -> Path:
     """Return the first existing candidate, else download ``remote`` next to the first candidate.
 
@@ -94,7 +81,7 @@ def find_or_download(
     looked = ", ".join(str(p) for p in candidates)
     source = f" Get it from {remote.url} and put it at {candidates[0]}" if remote else ""
     raise DataNotFoundError(
-        f"{what} not found. Looked for: {looked}.{reason}{source}{manual_hint} "
+        f"{what} not found. Looked for: {looked}.{reason}{source} "
         f"({data_dir_hint()}; data folder now: {candidates[0].parent.parent})."
     )
 

@@ -66,9 +66,6 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.itos)
 
-    def __contains__(self, token: str) -> bool:
-        return token in self.stoi
-
     def encode(self, tokens: Iterable[str]) -> list[int]:
         if self.unk_index is None:
             return [self.stoi[t] for t in tokens]

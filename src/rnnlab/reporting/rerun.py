@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import RnnlabError
-from rnnlab.runs.record import METRIC_PREFIXES, read_metrics
-from rnnlab.runs.resume import read_overrides
+from rnnlab.runs.folder import defining_overrides, read_metrics, read_overrides
+from rnnlab.runs.record import METRIC_PREFIXES
 
 TRAIN = [sys.executable, "-m", "rnnlab.cli.train"]  # found through the package, installed or not
 
@@ -23,8 +23,7 @@ def rerun_command(run_dir: Path, new_dir: Path) -> list[str]:
     overrides = read_overrides(run_dir)
     if overrides is None:
         raise RnnlabError(f"{run_dir} has no .hydra/overrides.yaml: is it a run folder made by scripts/train.py?")
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "resume=", "ckpt_path="))]
-    return [*TRAIN, *kept, f"hydra.run.dir={new_dir}"]
+    return [*TRAIN, *defining_overrides(overrides), f"hydra.run.dir={new_dir}"]
 
 
 def compare(old: dict[str, Any], new: dict[str, Any], tolerance: float = 0.0) -> list[str]:
@@ -43,12 +42,12 @@ def compare(old: dict[str, Any], new: dict[str, Any], tolerance: float = 0.0) ->
 
 def rerun(run_dir: Path, new_dir: Path | None = None, tolerance: float = 0.0) -> tuple[dict, dict, list[str]]:
     run_dir = Path(run_dir).resolve()
-    old = read_metrics(run_dir)
+    old = read_metrics(run_dir) or {}
     if old.get("status") != "completed":
         raise RnnlabError(f"{run_dir}/metrics.json says {old.get('status')!r}: only completed runs can be compared")
     new_dir = Path(new_dir) if new_dir else run_dir.with_name(f"{run_dir.name}-rerun-{datetime.now():%H-%M-%S}")
     proc = subprocess.run(rerun_command(run_dir, new_dir), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RnnlabError(f"the rerun in {new_dir} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    new = read_metrics(new_dir)
+    new = read_metrics(new_dir) or {}
     return old, new, compare(old, new, tolerance)

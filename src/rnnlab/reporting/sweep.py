@@ -6,7 +6,6 @@ Reads what every job leaves behind (``.hydra/overrides.yaml``, ``metrics.json``,
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import yaml
 
 from rnnlab.errors import RnnlabError
 from rnnlab.io import atomic_write_text
+from rnnlab.runs.folder import RESOLVED_CONFIG, defining_overrides, override_key, read_metrics, read_overrides
 from rnnlab.runs.record import METRIC_PREFIXES
-from rnnlab.runs.resume import read_overrides
 
 SEED = "seed"
 
@@ -28,16 +27,15 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def parse_override(override: str) -> tuple[str, str]:
-    key, _, value = override.lstrip("+~").partition("=")
-    return key, value
+    return override_key(override), override.partition("=")[2]
 
 
 def monitored(job: Path) -> tuple[str, str]:
-    config = job / "config_resolved.yaml"
-    if config.is_file():
-        cfg = yaml.safe_load(config.read_text()) or {}
-        return cfg.get("monitor", "val/loss"), cfg.get("monitor_mode", "min")
-    return "val/loss", "min"
+    config = job / RESOLVED_CONFIG
+    cfg = yaml.safe_load(config.read_text()) if config.is_file() else None
+    if not isinstance(cfg, dict):
+        return "val/loss", "min"
+    return str(cfg.get("monitor", "val/loss")), str(cfg.get("monitor_mode", "min"))
 
 
 def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str], str, str]:
@@ -48,14 +46,11 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str], str, str]:
     rows, override_keys = [], []
     for job in jobs:
         row: dict[str, Any] = {"job": job.name}
-        for key, value in map(parse_override, read_overrides(job) or []):
-            if key.startswith("hydra.") or key == "resume":
-                continue
+        for key, value in map(parse_override, defining_overrides(read_overrides(job) or [])):
             row[key] = value
             if key not in override_keys:
                 override_keys.append(key)
-        path = job / "metrics.json"
-        metrics = json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
+        metrics = read_metrics(job) or {"status": "missing"}
         row["status"] = metrics.get("status", "unknown")
         row["wall_time_s"] = metrics.get("wall_time_s")
         row.update({k: v for k, v in metrics.items() if k.startswith(METRIC_PREFIXES)})

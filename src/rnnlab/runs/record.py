@@ -6,7 +6,6 @@ one with ``status: failed`` and the error, and a run never leaves a half-written
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from rnnlab.io import atomic_write_json, atomic_write_text
+from rnnlab.runs.folder import COMMAND, METRICS
 
 METRIC_PREFIXES = ("train/", "val/", "test/")
 
@@ -32,16 +32,12 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())
-
-
 class RunRecord:
     """Context manager: collects metrics, times the run, writes ``metrics.json`` however it ends."""
 
-    def __init__(self, output_dir: str | Path, seed: int | None, filename: str = "metrics.json"):
+    def __init__(self, output_dir: str | Path, seed: int | None):
         self.output_dir = Path(output_dir)
-        self.path = self.output_dir / filename
+        self.path = self.output_dir / METRICS
         self.data: dict[str, Any] = {"status": "running", "seed": seed}
         self._start = time.perf_counter()
 
@@ -70,4 +66,4 @@ class RunRecord:
 @rank_zero_only
 def save_command(output_dir: str | Path) -> None:
     """The exact command line, so a person can see (and rerun) how the folder was made."""
-    atomic_write_text(Path(output_dir) / "command.txt", " ".join([sys.executable, *sys.argv]) + "\n")
+    atomic_write_text(Path(output_dir) / COMMAND, " ".join([sys.executable, *sys.argv]) + "\n")

@@ -19,10 +19,10 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from rnnlab.builders import check_output_dir
 from rnnlab.errors import ConfigError
 from rnnlab.models.classifier import SequenceClassifier, held_out_metrics
 from rnnlab.runs.checkpoints import Checkpoint
+from rnnlab.runs.folder import check_output_dir
 from rnnlab.runs.record import RunRecord, save_command
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rnnlab.builders import build_trainer, check_output_dir, resolved
+from rnnlab.builders import build_trainer, resolved
 from rnnlab.runs.checkpoints import Checkpoint
+from rnnlab.runs.folder import check_output_dir
 from rnnlab.runs.record import RunRecord, save_command, scalar_metrics
 
 

@@ -16,12 +16,12 @@ from rnnlab.builders import (
     build_logger,
     build_model,
     build_trainer,
-    check_output_dir,
     resolved,
 )
 from rnnlab.errors import ConfigError
 from rnnlab.io import atomic_write_text
 from rnnlab.runs.checkpoints import StoreRunConfig, refusal
+from rnnlab.runs.folder import check_output_dir
 from rnnlab.runs.record import RunRecord, save_command, scalar_metrics
 from rnnlab.runs.resume import previous_outcome
 

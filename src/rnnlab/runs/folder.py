@@ -1,0 +1,95 @@
+"""A run folder: the names of what it holds, and reading them back as data.
+
+Run folders are handed around (a colleague's sweep, a downloaded result), so what is read back
+from one is checked like any input from outside: ``metrics.json`` must be one flat JSON object,
+``overrides.yaml`` a list of strings; anything else is an error that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rnnlab.errors import ConfigError, RnnlabError
+
+METRICS = "metrics.json"
+OVERRIDES = Path(".hydra") / "overrides.yaml"
+CONFIG = Path(".hydra") / "config.yaml"
+RESOLVED_CONFIG = "config_resolved.yaml"
+COMMAND = "command.txt"
+CHECKPOINTS = "checkpoints"
+LAST_CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
+
+# overrides that say how to run a job, not what it is: resuming, continuing, bookkeeping
+NOT_DEFINING = ("hydra", "resume", "ckpt_path", "trust_checkpoint")
+MAX_RECORD_BYTES = 1 << 20  # a metrics.json or overrides.yaml is a few KB
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Fail before training when results could not be written (read-only disk, a file in the way)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write to the output folder {path} ({exc}); set hydra.run.dir=... (or paths.output_dir=...)"
+        ) from exc
+    return path
+
+
+def _read_text(path: Path) -> str:
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        raise RnnlabError(f"{path} is {path.stat().st_size:,} bytes: not a file rnnlab wrote (they are a few KB)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RnnlabError(f"{path}: not UTF-8 text ({exc}); not a file rnnlab wrote") from exc
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    """``metrics.json`` as one flat dict of plain values, ``None`` when the folder has none."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(_read_text(path))
+    except (ValueError, RecursionError) as exc:
+        raise RnnlabError(f"{path}: not valid JSON ({exc}); delete it to rerun the job") from exc
+    if not isinstance(data, dict):
+        raise RnnlabError(f"{path} holds a JSON {type(data).__name__}, not the flat object rnnlab writes")
+    nested = sorted(k for k, v in data.items() if not isinstance(v, (str, int, float, bool, type(None))))
+    if nested:
+        raise RnnlabError(f"{path}: {nested[0]!r} is not a plain value; metrics.json is one flat object")
+    return data
+
+
+def read_overrides(run_dir: str | Path) -> list[str] | None:
+    """The command-line overrides the run was made with (Hydra's record), ``None`` when there is none."""
+    path = Path(run_dir) / OVERRIDES
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as exc:
+        raise RnnlabError(f"{path}: not valid YAML ({exc})") from exc
+    if data is None:
+        return []
+    if not isinstance(data, list) or not all(isinstance(o, str) for o in data):
+        raise RnnlabError(f"{path} is not a list of key=value strings, as Hydra writes it")
+    return data
+
+
+def override_key(override: str) -> str:
+    """``+model.x=1`` → ``model.x``; ``model/cell=gru`` → ``model/cell``."""
+    return override.lstrip("+~").partition("=")[0]
+
+
+def defining_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that decide what a run is, in their order (not how it was launched or resumed)."""
+    return [o for o in overrides if override_key(o).split(".")[0].split("/")[0] not in NOT_DEFINING]
