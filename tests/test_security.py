@@ -57,7 +57,7 @@ def plain_dict_checkpoint(path: Path, marker: Path, model_target: str, data_targ
         {
             "state_dict": {},
             "hyper_parameters": {"args": ["touch", str(marker)], "vocab_size": 5},
-            "rnnlab_config": {"model": {"_target_": model_target}, "data": data, "task_name": "x"},
+            "rnnlab_config": {"model": {"_target_": model_target}, "data": data},
         },
         path,
     )

@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rnnlab.reporting.curves import job_label, line_styles
 from rnnlab.reporting.rerun import rerun
 from rnnlab.reporting.sweep import write_report
+from rnnlab.runs.folder import job_dirs
 from rnnlab.tasks.evaluate import evaluate
 from rnnlab.tasks.train import train
 
@@ -50,8 +51,10 @@ def multirun(sweep_dir: Path, data_dir: Path, *overrides: str) -> subprocess.Com
 def test_multirun_two_by_two_and_its_report(tiny_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
     multirun(sweep, tiny_data_dir, "model/cell=lstm,gru", "seed=1,2")
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    jobs = job_dirs(sweep)
+    expected = [(0, "lstm", 1), (1, "lstm", 2), (2, "gru", 1), (3, "gru", 2)]
+    for job, (number, cell, seed) in zip(jobs, expected, strict=True):
+        assert job.name.startswith(f"{number}_") and f"model-cell={cell}" in job.name and f"seed={seed}" in job.name
     for job in jobs:
         assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
         assert (job / ".hydra" / "config.yaml").is_file() and (job / "checkpoints" / "last.ckpt").is_file()
@@ -69,13 +72,14 @@ def test_multirun_two_by_two_and_its_report(tiny_data_dir, tmp_path):
 def test_failed_job_is_recorded_and_resume_skips_completed_jobs(tiny_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
     multirun(sweep, tiny_data_dir, "model.encoder.hidden_size=0,8")
-    failed, done = (json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1"))
+    zero, one = job_dirs(sweep)
+    failed, done = (json.loads((job / "metrics.json").read_text()) for job in (zero, one))
     assert failed["status"] == "failed" and "model.encoder.hidden_size" in failed["error"]
     assert done["status"] == "completed"
-    stamp = (sweep / "1" / "metrics.json").stat().st_mtime_ns
+    stamp = (one / "metrics.json").stat().st_mtime_ns
     proc = multirun(sweep, tiny_data_dir, "model.encoder.hidden_size=0,8", "resume=true")
     assert "already completed; skipped" in proc.stdout + proc.stderr
-    assert (sweep / "1" / "metrics.json").stat().st_mtime_ns == stamp
+    assert (one / "metrics.json").stat().st_mtime_ns == stamp
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(compose_cfg, tmp_path):
@@ -102,7 +106,7 @@ def test_ckpt_path_continues_a_run(compose_cfg, tmp_path):
 def test_rerun_reproduces_the_metrics(tiny_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
     multirun(sweep, tiny_data_dir, "seed=3")
-    old, new, differ = rerun(sweep / "0", tmp_path / "again")
+    old, new, differ = rerun(job_dirs(sweep)[0], tmp_path / "again")
     assert differ == [] and old["val/acc"] == new["val/acc"]
     assert (tmp_path / "again" / "metrics.json").is_file()
 

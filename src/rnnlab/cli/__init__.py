@@ -8,20 +8,52 @@ metrics.json) while the sweep goes on."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import RnnlabError
 
 log = logging.getLogger("rnnlab")
 
 CONFIG_PATH = "pkg://rnnlab.conf"
+SUFFIX_CHARS = 80  # a folder name stays readable (and under file-system limits) however many overrides
+
+
+def run_name(experiment: str | None, job_name: str) -> str:
+    """A run folder's first part: the experiment preset, else the script (train, eval, ensemble)."""
+    return experiment or job_name
+
+
+def dir_suffix(override_dirname: str) -> str:
+    """``_<overrides>`` for a folder name: a path value shortened to its file name, unsafe characters
+    replaced, cut to a readable length; nothing when no override was given."""
+    if not override_dirname:
+        return ""
+    items = []
+    for item in override_dirname.split(","):
+        key, sep, value = item.partition("=")
+        items.append(key + sep + (value.rstrip("/").rsplit("/", 1)[-1] if "/" in value else value))
+    return "_" + re.sub(r"[^\w.=,+~-]", "-", ",".join(items))[:SUFFIX_CHARS]
+
+
+def run_of(ckpt_path: str) -> str:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` → ``<run>``), else its folder."""
+    folder = Path(ckpt_path).expanduser().resolve().parent
+    return str(folder.parent if folder.name == "checkpoints" else folder)
+
+
+# the configs' run-folder names (conf/hydra/default.yaml) need these before Hydra composes anything
+OmegaConf.register_new_resolver("rnnlab.run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("rnnlab.dir_suffix", dir_suffix, replace=True)
+OmegaConf.register_new_resolver("rnnlab.run_of", run_of, replace=True)
 
 
 def _in_multirun() -> bool:

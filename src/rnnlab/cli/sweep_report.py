@@ -1,4 +1,4 @@
-"""Summarise a sweep: python scripts/sweep_report.py outputs/multirun/<date>/<time> [--metric val/acc]
+"""Summarise a sweep: python scripts/sweep_report.py outputs/<experiment>/<date>_<time> [--metric val/acc]
 
 Writes summary.csv, summary.md and curves.png into the sweep folder."""
 

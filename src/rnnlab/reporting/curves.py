@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from rnnlab.io import atomic_write  # noqa: E402
+from rnnlab.runs.folder import job_id  # noqa: E402
 
 
 def read_scalars(tensorboard_dir: Path, tag: str) -> dict[int, float]:
@@ -47,7 +48,7 @@ def plot_curves(sweep_dir: Path, jobs: list[Path], frame: pd.DataFrame, override
     by_job = {str(row["job"]): row for _, row in frame.iterrows()}
     series: dict[str, list[dict[int, float]]] = {}
     for job in jobs:
-        row = by_job.get(job.name)
+        row = by_job.get(job_id(job))
         label = job_label(row, override_keys)
         curve = read_scalars(job / "tensorboard", tag)
         if curve:

@@ -15,15 +15,18 @@ import yaml
 
 from rnnlab.errors import RnnlabError
 from rnnlab.io import atomic_write_text
-from rnnlab.runs.folder import RESOLVED_CONFIG, defining_overrides, override_key, read_metrics, read_overrides
+from rnnlab.runs.folder import (
+    RESOLVED_CONFIG,
+    defining_overrides,
+    job_dirs,
+    job_id,
+    override_key,
+    read_metrics,
+    read_overrides,
+)
 from rnnlab.runs.record import METRIC_PREFIXES
 
 SEED = "seed"
-
-
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
-    return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
 def parse_override(override: str) -> tuple[str, str]:
@@ -42,10 +45,10 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str], str, str]:
     """Rows, override columns, monitored metric and its mode."""
     jobs = job_dirs(sweep_dir)
     if not jobs:
-        raise RnnlabError(f"{sweep_dir}: no job folders (with .hydra/) found; pass outputs/multirun/<date>/<time>")
+        raise RnnlabError(f"{sweep_dir}: no job folders (with .hydra/) found; pass the folder of a multirun")
     rows, override_keys = [], []
     for job in jobs:
-        row: dict[str, Any] = {"job": job.name}
+        row: dict[str, Any] = {"job": job_id(job)}
         for key, value in map(parse_override, defining_overrides(read_overrides(job) or [])):
             row[key] = value
             if key not in override_keys:

@@ -85,6 +85,24 @@ def read_overrides(run_dir: str | Path) -> list[str] | None:
     return data
 
 
+def job_number(job_dir: Path) -> int | None:
+    """The job's number in its multirun (folders are ``<num>`` or ``<num>_<overrides>``)."""
+    head = job_dir.name.partition("_")[0]
+    return int(head) if head.isdigit() else None
+
+
+def job_id(job_dir: Path) -> str:
+    """How a report names a job: its number (its overrides have columns of their own), else the folder."""
+    number = job_number(job_dir)
+    return job_dir.name if number is None else str(number)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """A multirun's job folders (those Hydra wrote a ``.hydra/`` into), in job order."""
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    return sorted(jobs, key=lambda p: (job_number(p) is None, job_number(p) or 0, p.name))
+
+
 def override_key(override: str) -> str:
     """``+model.x=1`` → ``model.x``; ``model/cell=gru`` → ``model/cell``."""
     return override.lstrip("+~").partition("=")[0]

@@ -21,9 +21,8 @@ def sampling_temperature(temperature: float, scale_factor: float | None) -> floa
 def generate(cfg: DictConfig) -> str:
     checkpoint = Checkpoint.open(cfg.ckpt_path, trust=cfg.trust_checkpoint)
     if not issubclass(checkpoint.module_class, LanguageModel):
-        kind, task = checkpoint.module_class.__name__, checkpoint.run.get("task_name")
         raise RnnlabError(
-            f"{cfg.ckpt_path} is a {kind} checkpoint (task {task}); "
+            f"{cfg.ckpt_path} is a {checkpoint.module_class.__name__} checkpoint; "
             f"generate.py needs a language model (e.g. experiment=novel_lstm or news_gru)"
         )
     model = checkpoint.model()
