@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from rnnlab.data.imdb import IMDBDataModule
 from rnnlab.data.news import NewsDataModule
@@ -271,3 +272,14 @@ def test_overrides_that_are_not_a_list_of_strings_are_refused(tmp_path):
         with pytest.raises(RnnlabError, match="not valid YAML|not a list of key=value strings"):
             read_overrides(tmp_path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_every_target_of_the_packaged_configs_is_allowed_and_foreign_ones_are_not():
+    from rnnlab.runs.targets import foreign_targets, is_allowed
+
+    for path in CONF_DIR.rglob("*.yaml"):
+        job = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "hydra"}  # rerun checks jobs
+        assert foreign_targets(job) == [], path
+    for target in ("subprocess.Popen", "os.system", "torch.load", "rnnlab.runs.checkpoints.load_checkpoint"):
+        assert not is_allowed(target), target
+    assert not is_allowed("torch.optim._multi_tensor.x") and is_allowed("torch.optim.lr_scheduler.OneCycleLR")

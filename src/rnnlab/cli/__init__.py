@@ -33,15 +33,21 @@ def run_name(experiment: str | None, job_name: str) -> str:
 
 
 def dir_suffix(override_dirname: str) -> str:
-    """``_<overrides>`` for a folder name: a path value shortened to its file name, unsafe characters
-    replaced, cut to a readable length; nothing when no override was given."""
+    """``_<key>-<value>+<key>-<value>`` for a folder name, from Hydra's ``key=value,key=value``.
+
+    A path value is shortened to its file name and every character outside ``[A-Za-z0-9_.+-]``
+    becomes ``-``: the folder's path can then be passed back as an override (``ckpt_path=...``)
+    without quoting (``=`` and ``,`` are override syntax) on any file system. Nothing when no
+    override was given.
+    """
     if not override_dirname:
         return ""
     items = []
     for item in override_dirname.split(","):
-        key, sep, value = item.partition("=")
-        items.append(key + sep + (value.rstrip("/").rsplit("/", 1)[-1] if "/" in value else value))
-    return "_" + re.sub(r"[^\w.=,+~-]", "-", ",".join(items))[:SUFFIX_CHARS]
+        key, _, value = item.partition("=")
+        value = value.rstrip("/").rsplit("/", 1)[-1] if "/" in value else value
+        items.append(f"{key.lstrip('+~')}-{value}")
+    return "_" + re.sub(r"[^\w.+-]", "-", "+".join(items))[:SUFFIX_CHARS]
 
 
 def run_of(ckpt_path: str) -> str:

@@ -1,33 +1,79 @@
-"""Rerun a run from its saved config: python scripts/rerun.py RUN_DIR [--into NEW_DIR] [--tolerance 0]
+"""Replay a run (or a sweep) from its folder: python scripts/rerun.py RUN_DIR [KEY=VALUE ...] [--into NEW_DIR]
 
-Prints both metric sets; exits 0 only if they match."""
+Composes from the run's saved config, runs the recorded commit (+ its patch) in a temporary git
+worktree unless --current-code, prints both metric sets and what differs between the two runs
+(code, packages, processor, threads, data checksums), and exits 0 only if the metrics match."""
 
 import argparse
 import sys
 from pathlib import Path
 
 from rnnlab.errors import RnnlabError
-from rnnlab.reporting.rerun import rerun
-from rnnlab.runs.record import METRIC_PREFIXES
+from rnnlab.io import atomic_write_text
+from rnnlab.reporting.rerun import Outcome, likely_cause, rerun
+from rnnlab.reporting.tables import markdown_table
+
+
+def show(outcome: Outcome) -> None:
+    print(f"\n{outcome.run_dir} → {outcome.new_dir}")
+    print(f"{'metric':<26} {'original':>14} {'rerun':>14}")
+    for key in sorted(k for k in {*outcome.old, *outcome.new} if "/" in k and not k.startswith("member")):
+        mark = "  <- differs" if key in outcome.differ else ""
+        print(f"{key:<26} {outcome.old.get(key, '-')!s:>14.14} {outcome.new.get(key, '-')!s:>14.14}{mark}")
+    if outcome.causes:
+        print("differences between the two runs:")
+        for what, old, new in outcome.causes:
+            print(f"  {what}: {old} → {new}")
+    else:
+        print("the two runs were made by the same code, packages, machine settings and data")
+    if outcome.matches:
+        print("metrics match")
+    else:
+        cause = likely_cause(outcome.causes)
+        print(f"{len(outcome.differ)} metric(s) differ; likely cause: {cause or 'none recorded (nondeterminism?)'}")
+
+
+def sweep_table(outcomes: list[Outcome]) -> str:
+    """Original against rerun, one row per job, for the metrics every job reports."""
+    keys = sorted(set.intersection(*(set(o.old) for o in outcomes)) & {k for k in outcomes[0].old if "/" in k})
+    rows = []
+    for o in outcomes:
+        row = [o.run_dir.name]
+        for key in keys:
+            row += [o.old.get(key), o.new.get(key)]
+        rows.append([*row, "yes" if o.matches else f"no ({', '.join(o.differ)})"])
+    header = ["job", *[f"{k} {side}" for k in keys for side in ("original", "rerun")], "match"]
+    return markdown_table(header, rows, digits=6)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run_dir", type=Path)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a run folder, or a multirun folder (every completed job)")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE settings for the rerun (e.g. paths.data_dir=...)")
     parser.add_argument("--into", type=Path, default=None, help="folder of the rerun (default: beside RUN_DIR)")
     parser.add_argument("--tolerance", type=float, default=0.0, help="allowed absolute difference per metric")
+    parser.add_argument("--current-code", action="store_true", help="run today's code, not the recorded commit")
+    parser.add_argument("--trust-config", action="store_true", help="run a config that names foreign _target_s")
+    parser.add_argument("--jobs", default=None, help="a sweep's jobs to rerun, e.g. 0,3 (default: all completed)")
     args = parser.parse_args()
+    jobs = [int(j) for j in args.jobs.split(",")] if args.jobs else None
     try:
-        old, new, differ = rerun(args.run_dir, args.into, args.tolerance)
+        outcomes = rerun(
+            args.run_dir, args.into, args.tolerance, args.current_code, args.trust_config, args.overrides, jobs
+        )
     except RnnlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{'metric':<24} {'original':>14} {'rerun':>14}")
-    for key in sorted(k for k in set(old) | set(new) if k.startswith(METRIC_PREFIXES)):
-        mark = "  <- differs" if key in differ else ""
-        print(f"{key:<24} {old.get(key, '-')!s:>14.14} {new.get(key, '-')!s:>14.14}{mark}")
-    print("match" if not differ else f"{len(differ)} metric(s) differ")
-    return 0 if not differ else 1
+    for outcome in outcomes:
+        show(outcome)
+    if len(outcomes) > 1 or outcomes[0].run_dir != args.run_dir.resolve():
+        table = sweep_table(outcomes)
+        path = outcomes[0].new_dir.parent / "rerun.md"
+        atomic_write_text(path, f"# Rerun of {args.run_dir}\n\n{table}\n")
+        print(f"\n{table}\nwrote {path}")
+    matched = sum(o.matches for o in outcomes)
+    print(f"\n{matched} of {len(outcomes)} run(s) match")
+    return 0 if matched == len(outcomes) else 1
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class CachedTextDataModule(pl.LightningDataModule):
         self._payload: dict[str, Any] | None = None
         self.vocab: Vocabulary | None = None
         self.prepare_seconds: float | None = None
+        self.provenance: dict[str, Any] | None = None  # the file read and the cache entry built from it
 
     # ---- what a dataset says about itself
     @abstractmethod
@@ -89,7 +90,16 @@ class CachedTextDataModule(pl.LightningDataModule):
         if self._payload is None:
             start = time.perf_counter()
             source = self.find_source()
-            key = cache_key(dataset=self.cache_name, source=fingerprint(source), **self.settings())
+            content = fingerprint(source)
+            key = cache_key(dataset=self.cache_name, source=content, **self.settings())
+            self.provenance = {
+                "dataset": self.cache_name,
+                "source": str(source),
+                # a file's sha256; an extracted folder's fingerprint covers paths, sizes and times
+                ("sha256" if source.is_file() else "fingerprint"): content,
+                "cache_key": key,
+                "settings": self.settings(),
+            }
             payload = self.cache.load(key)
             if payload is None:
                 log.info("Preprocessing %s (once; cached under %s)", source, self.cache.cache_dir)

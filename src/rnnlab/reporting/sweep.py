@@ -15,6 +15,7 @@ import yaml
 
 from rnnlab.errors import RnnlabError
 from rnnlab.io import atomic_write_text
+from rnnlab.reporting.tables import markdown_table
 from rnnlab.runs.folder import (
     RESOLVED_CONFIG,
     defining_overrides,
@@ -97,15 +98,7 @@ def _pm(mean: float, std: float) -> str:
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "" if math.isnan(value) else f"{value:.4f}"
-        return str(value).replace("|", "\\|").replace("\n", " ")[:120]
-
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    return markdown_table(list(frame.columns), frame.itertuples(index=False))
 
 
 def write_report(sweep_dir: Path, metric: str | None = None) -> dict[str, Path]:

@@ -35,6 +35,7 @@ from rnnlab.models.language_model import LanguageModel
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "rnnlab_config"
+PROVENANCE_KEY = "rnnlab_provenance"
 TRUST_HINT = "if you made this file yourself and trust it, add trust_checkpoint=true to the command"
 
 
@@ -181,11 +182,13 @@ class Checkpoint:
         return datamodule
 
 
-class StoreRunConfig(Callback):
-    """Lightning callback hook that writes the resolved run config into every checkpoint."""
+class StoreRunRecord(Callback):
+    """Writes the run's resolved config and provenance into every checkpoint, so a checkpoint alone
+    says how it was made (and ``eval.py`` / ``generate.py`` need nothing else)."""
 
-    def __init__(self, config: dict[str, Any]):
-        self.config = config
+    def __init__(self, record: Any):
+        self.record = record
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CONFIG_KEY] = self.config
+        checkpoint[CONFIG_KEY] = self.record.config
+        checkpoint[PROVENANCE_KEY] = self.record.provenance

@@ -20,6 +20,8 @@ OVERRIDES = Path(".hydra") / "overrides.yaml"
 CONFIG = Path(".hydra") / "config.yaml"
 RESOLVED_CONFIG = "config_resolved.yaml"
 COMMAND = "command.txt"
+PROVENANCE = "provenance.json"
+PATCH = "provenance.patch"  # the uncommitted changes of the code that ran
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
 

@@ -1,7 +1,8 @@
-"""The run folder's ``metrics.json``: one flat object, written atomically, failed runs included.
+"""What a run writes into its folder: the command, what made it, and ``metrics.json`` however it ends.
 
-A sweep reads these files to know what finished, so a run that raises still leaves
-one with ``status: failed`` and the error, and a run never leaves a half-written one.
+``metrics.json`` is one flat object, written atomically, failed runs included: a sweep reads these
+files to know what finished, so a run that raises still leaves one with ``status: failed`` and the
+error, and a run never leaves a half-written one.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from rnnlab.io import atomic_write_json, atomic_write_text
-from rnnlab.runs.folder import COMMAND, METRICS
+from rnnlab.runs import provenance
+from rnnlab.runs.folder import COMMAND, METRICS, PATCH, PROVENANCE, RESOLVED_CONFIG
 
 METRIC_PREFIXES = ("train/", "val/", "test/")
 
@@ -33,18 +36,39 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 class RunRecord:
-    """Context manager: collects metrics, times the run, writes ``metrics.json`` however it ends."""
+    """One run folder from start to end (context manager).
+
+    On entry it writes the command line; ``start`` writes what made the run (the resolved config
+    and ``provenance.json``), ``add_data`` the data files it read; on exit, however the run ends,
+    ``metrics.json`` (status, error, wall time, metrics) and the provenance's end time.
+    """
 
     def __init__(self, output_dir: str | Path, seed: int | None):
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / METRICS
         self.data: dict[str, Any] = {"status": "running", "seed": seed}
+        self.config: dict[str, Any] | None = None
+        self.provenance: dict[str, Any] | None = None
         self._start = time.perf_counter()
 
     def update(self, values: Mapping[str, Any]) -> None:
         self.data.update(values)
 
+    def start(self, config: dict[str, Any]) -> None:
+        """Record what made the run before it does anything: its config, code, packages and machine."""
+        self.config = config
+        self.provenance = provenance.collect(config)
+        self._write(RESOLVED_CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        self._write_provenance()
+
+    def add_data(self, record: Mapping[str, Any] | None) -> None:
+        """A data file the run read (its sha256 and the cache entry built from it)."""
+        if record and self.provenance is not None:
+            self.provenance["data"].append(dict(record))
+            self._write_provenance()
+
     def __enter__(self) -> RunRecord:
+        self._write(COMMAND, " ".join([sys.executable, *sys.argv]) + "\n")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -55,15 +79,27 @@ class RunRecord:
             self.data["status"] = "failed"
             message = str(exc) or (exc_type.__doc__ or "").strip().split("\n")[0]
             self.data["error"] = f"{exc_type.__name__}: {message}"
-        self.write()
+        self._write_json(METRICS, self.data)
+        if self.provenance is not None:
+            self.provenance.update(ended=provenance.now(), status=self.data["status"])
+            self._write_provenance()
         return False
 
+    def _write_provenance(self) -> None:
+        """``provenance.json``, with the uncommitted diff beside it as a patch ``git apply`` takes."""
+        record = dict(self.provenance)
+        code = dict(record["code"])
+        patch = code.pop("patch", None)
+        if patch:
+            self._write(PATCH, patch)
+            code["patch_file"] = PATCH
+        record["code"] = code
+        self._write_json(PROVENANCE, record)
+
+    @rank_zero_only  # under DDP every rank runs the task; one writes the folder
+    def _write(self, name: str, text: str) -> None:
+        atomic_write_text(self.output_dir / name, text)
+
     @rank_zero_only
-    def write(self) -> None:
-        atomic_write_json(self.path, self.data)
-
-
-@rank_zero_only
-def save_command(output_dir: str | Path) -> None:
-    """The exact command line, so a person can see (and rerun) how the folder was made."""
-    atomic_write_text(Path(output_dir) / COMMAND, " ".join([sys.executable, *sys.argv]) + "\n")
+    def _write_json(self, name: str, data: Any) -> None:
+        atomic_write_json(self.output_dir / name, data)

@@ -19,11 +19,12 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from rnnlab.builders import resolved
 from rnnlab.errors import ConfigError
 from rnnlab.models.classifier import SequenceClassifier, held_out_metrics
 from rnnlab.runs.checkpoints import Checkpoint
 from rnnlab.runs.folder import check_output_dir
-from rnnlab.runs.record import RunRecord, save_command
+from rnnlab.runs.record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class MemberScores:
     split_settings: dict[str, Any]
     probabilities: Tensor  # [N] (binary) or [N, C], in the split's order
     labels: Tensor  # [N]
+    data: dict[str, Any] | None = None  # the data file the member read (provenance)
 
 
 @torch.inference_mode()
@@ -72,6 +74,7 @@ def member_scores(path: str | Path, cfg: DictConfig, split: str) -> MemberScores
         split_settings={k: checkpoint.run["data"].get(k) for k in SPLIT_KEYS},
         probabilities=probabilities,
         labels=dataset.labels.long(),
+        data=datamodule.provenance,
     )
 
 
@@ -112,10 +115,11 @@ def ensemble(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"ckpt_paths lists {len(paths)} checkpoint(s); an ensemble needs at least two")
     output_dir = check_output_dir(cfg.paths.output_dir)
     with RunRecord(output_dir, seed=cfg.get("seed")) as record:
-        save_command(output_dir)
+        record.start(resolved(cfg))
         members = [member_scores(path, cfg, cfg.split) for path in paths]
         _check_same_reviews(members, cfg.split)
         for i, member in enumerate(members):
+            record.add_data(member.data)
             record.update({f"member{i}/ckpt_path": member.path})
             record.update(classification_metrics(member.probabilities, member.labels, f"member{i}/{cfg.split}/"))
         mean = torch.stack([m.probabilities for m in members]).mean(0)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from rnnlab.builders import build_trainer, resolved
 from rnnlab.runs.checkpoints import Checkpoint
 from rnnlab.runs.folder import check_output_dir
-from rnnlab.runs.record import RunRecord, save_command, scalar_metrics
+from rnnlab.runs.record import RunRecord, scalar_metrics
 
 
 def overrides_of(cfg: DictConfig, key: str) -> dict[str, Any]:
@@ -27,11 +27,12 @@ def overrides_of(cfg: DictConfig, key: str) -> dict[str, Any]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = check_output_dir(cfg.paths.output_dir)
     with RunRecord(output_dir, seed=cfg.get("seed")) as record:
-        save_command(output_dir)
+        record.start(resolved(cfg))
         checkpoint = Checkpoint.open(cfg.ckpt_path, trust=cfg.trust_checkpoint)
         record.update({"ckpt_path": str(cfg.ckpt_path)})
         model = checkpoint.model(overrides_of(cfg, "model"))
         datamodule = checkpoint.datamodule(cfg.paths.data_dir, cfg.paths.cache_dir, overrides_of(cfg, "data"))
+        record.add_data(datamodule.provenance)
         trainer = build_trainer(cfg, callbacks=[], logger=False)
         trainer.test(model, datamodule=datamodule)
         record.update(scalar_metrics(trainer.callback_metrics))

@@ -1,4 +1,8 @@
-"""``train(cfg)``: fit, test the best checkpoint, leave a complete run folder. Called by scripts/train.py."""
+"""``train(cfg)``: open the run → build → fit → test. Called by ``scripts/train.py``.
+
+The run folder's bookkeeping (command, config, provenance, metrics.json, resume) lives in
+``rnnlab.runs``; the objects come from ``rnnlab.builders``; what is left here is the order.
+"""
 
 from __future__ import annotations
 
@@ -10,59 +14,14 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.builders import (
-    build_callbacks,
-    build_datamodule,
-    build_logger,
-    build_model,
-    build_trainer,
-    resolved,
-)
+from rnnlab.builders import build_callbacks, build_datamodule, build_logger, build_model, build_trainer, resolved
 from rnnlab.errors import ConfigError
-from rnnlab.io import atomic_write_text
-from rnnlab.runs.checkpoints import StoreRunConfig, refusal
+from rnnlab.runs.checkpoints import StoreRunRecord, refusal
 from rnnlab.runs.folder import check_output_dir
-from rnnlab.runs.record import RunRecord, save_command, scalar_metrics
+from rnnlab.runs.record import RunRecord, scalar_metrics
 from rnnlab.runs.resume import previous_outcome
 
 log = logging.getLogger(__name__)
-
-
-def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-
-
-def _log_hparams(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Hyper-parameters with the final metrics, so TensorBoard's HPARAMS tab compares runs side by side."""
-    params = {
-        k: v for k, v in _flatten(config).items() if not k.startswith(("paths.", "hydra.", "callbacks.", "logger."))
-    }
-    # own tags: the logger writes these at step 0, which must not land on the learning curves
-    finals = {f"hp/{k}": v for k, v in metrics.items() if isinstance(v, float)}
-    for logger in trainer.loggers:
-        logger.log_hyperparams(params, metrics=finals)
-        # the trainer closed its writers after testing; this reopened one: close it, or the events
-        # stay in a buffer until the process exits (a reader may find them missing)
-        logger.finalize("success")
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    value = tree if isinstance(tree, (int, float, str, bool)) or tree is None else str(tree)
-    return {prefix[:-1]: "null" if value is None else value}
-
-
-def check_no_missing(cfg: DictConfig) -> None:
-    """A preset may leave a value to the user (``???``): say which, before any data is read."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(
-            f"{', '.join(missing)} must be set for this run; pass it on the command line, e.g. {missing[0]}=<value>"
-        )
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -81,37 +40,84 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         if outcome == "continue":
             log.info("resume: continuing %s from %s", output_dir, found)
             ckpt_path = str(found)
-    with RunRecord(output_dir, seed=cfg.get("seed")) as record:
-        check_no_missing(cfg)
+
+    with RunRecord(output_dir, seed=cfg.get("seed")) as run:
+        run.start(checked(cfg))
         pl.seed_everything(cfg.seed, workers=True)
-        config = resolved(cfg)
-        atomic_write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(config))
-        save_command(output_dir)
 
         datamodule = build_datamodule(cfg)
+        run.add_data(datamodule.provenance)
         model = build_model(cfg, datamodule)
-        trainer = build_trainer(cfg, build_callbacks(cfg) + [StoreRunConfig(config)], build_logger(cfg))
+        trainer = build_trainer(cfg, build_callbacks(cfg) + [StoreRunRecord(run)], build_logger(cfg))
 
-        trust = bool(cfg.get("trust_checkpoint", False))
-        try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
-        except pickle.UnpicklingError as exc:  # Lightning read ckpt_path as data only and met a pickled object
-            raise refusal(ckpt_path, exc) from exc
-        if trainer.interrupted:
-            raise KeyboardInterrupt("training interrupted; resume with ckpt_path=<run>/checkpoints/last.ckpt")
-        record.update(scalar_metrics(trainer.callback_metrics))
-        checkpoint = _checkpoint_callback(trainer)
-        if checkpoint is not None and checkpoint.best_model_path:
-            record.update({"best_checkpoint": checkpoint.best_model_path})
-            if checkpoint.best_model_score is not None:  # not carried back from spawned/forked DDP workers
-                record.update({"best_score": float(checkpoint.best_model_score)})
+        run.update(fit(trainer, model, datamodule, ckpt_path, trust=cfg.trust_checkpoint))
+        if cfg.test_after_fit:
+            run.update(test_best(trainer, model, datamodule))
+        log_hparams(trainer, run.config, run.data)
+    return run.data
 
-        if cfg.get("test_after_fit", True):
-            if getattr(datamodule, "has_test_split", True):
-                best = "best" if checkpoint is not None and checkpoint.best_model_path else None
-                trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
-                record.update(scalar_metrics(trainer.callback_metrics))
-            else:
-                log.info("test_after_fit skipped: %s has no test split in this mode", type(datamodule).__name__)
-        _log_hparams(trainer, config, record.data)
-    return record.data
+
+def checked(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config, after naming any value a preset left to the user (``???``)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} must be set for this run; pass it on the command line, e.g. {missing[0]}=<value>"
+        )
+    return resolved(cfg)
+
+
+def fit(trainer: pl.Trainer, model, datamodule, ckpt_path: str | None, trust: bool) -> dict[str, Any]:
+    """Train (from ``ckpt_path`` when continuing); the final metrics and the best checkpoint."""
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
+    except pickle.UnpicklingError as exc:  # Lightning read ckpt_path as data only and met a pickled object
+        raise refusal(ckpt_path, exc) from exc
+    if trainer.interrupted:
+        raise KeyboardInterrupt("training interrupted; resume with ckpt_path=<run>/checkpoints/last.ckpt")
+    outcome: dict[str, Any] = scalar_metrics(trainer.callback_metrics)
+    checkpoint = best_checkpoint(trainer)
+    if checkpoint is not None:
+        outcome["best_checkpoint"] = checkpoint.best_model_path
+        if checkpoint.best_model_score is not None:  # not carried back from spawned/forked DDP workers
+            outcome["best_score"] = float(checkpoint.best_model_score)
+    return outcome
+
+
+def test_best(trainer: pl.Trainer, model, datamodule) -> dict[str, Any]:
+    """Test metrics of the best checkpoint (of the final weights when none was kept)."""
+    if not getattr(datamodule, "has_test_split", True):
+        log.info("test_after_fit skipped: %s has no test split in this mode", type(datamodule).__name__)
+        return {}
+    best = "best" if best_checkpoint(trainer) is not None else None
+    trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+    return scalar_metrics(trainer.callback_metrics)
+
+
+def best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that kept a best model, if any."""
+    found = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    return found if found is not None and found.best_model_path else None
+
+
+def log_hparams(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Hyper-parameters with the final metrics, so TensorBoard's HPARAMS tab compares runs side by side."""
+    skipped = ("paths.", "hydra.", "callbacks.", "logger.")
+    params = {k: v for k, v in _flatten(config).items() if not k.startswith(skipped)}
+    # own tags: the logger writes these at step 0, which must not land on the learning curves
+    finals = {f"hp/{k}": v for k, v in metrics.items() if isinstance(v, float)}
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params, metrics=finals)
+        # the trainer closed its writers after testing; this reopened one: close it, or the events
+        # stay in a buffer until the process exits (a reader may find them missing)
+        logger.finalize("success")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    value = tree if isinstance(tree, (int, float, str, bool)) or tree is None else str(tree)
+    return {prefix[:-1]: "null" if value is None else value}
