@@ -241,7 +241,7 @@ def test_a_prompt_of_a_megabyte_is_read_in_bounded_pieces():
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("[1, 2, 3]", "holds a JSON list, not the flat object"),
+        ("[1, 2, 3]", "holds a JSON list, not the object rnnlab writes"),
         ('{"status": "completed", "test/acc": {"__class__": "os.system"}}', "'test/acc' is not a plain value"),
         ('{"status": "comp', "not valid JSON"),
         ("[" * 100_000 + "]" * 100_000, "not valid JSON"),

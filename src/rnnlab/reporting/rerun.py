@@ -14,7 +14,6 @@ The saved config is a stranger's file like any other: it is refused when it name
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -31,7 +30,7 @@ import yaml
 
 from rnnlab.errors import RnnlabError
 from rnnlab.runs import provenance
-from rnnlab.runs.folder import CONFIG, PATCH, PROVENANCE, job_dirs, job_number, read_metrics
+from rnnlab.runs.folder import CONFIG, PATCH, job_dirs, job_number, read_metrics, read_provenance
 from rnnlab.runs.record import METRIC_PREFIXES
 from rnnlab.runs.targets import foreign_targets
 
@@ -61,17 +60,6 @@ class Outcome:
     @property
     def matches(self) -> bool:
         return not self.differ
-
-
-def read_provenance(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / PROVENANCE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise RnnlabError(f"{path}: not valid JSON ({exc})") from exc
-    return data if isinstance(data, dict) else {}
 
 
 def saved_config(run_dir: Path, trust: bool) -> Path:

@@ -54,9 +54,8 @@ def _read_text(path: Path) -> str:
         raise RnnlabError(f"{path}: not UTF-8 text ({exc}); not a file rnnlab wrote") from exc
 
 
-def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
-    """``metrics.json`` as one flat dict of plain values, ``None`` when the folder has none."""
-    path = Path(run_dir) / METRICS
+def _read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object file rnnlab wrote, ``None`` when absent; anything else is an error naming it."""
     if not path.is_file():
         return None
     try:
@@ -64,7 +63,21 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     except (ValueError, RecursionError) as exc:
         raise RnnlabError(f"{path}: not valid JSON ({exc}); delete it to rerun the job") from exc
     if not isinstance(data, dict):
-        raise RnnlabError(f"{path} holds a JSON {type(data).__name__}, not the flat object rnnlab writes")
+        raise RnnlabError(f"{path} holds a JSON {type(data).__name__}, not the object rnnlab writes")
+    return data
+
+
+def read_provenance(run_dir: str | Path) -> dict[str, Any]:
+    """``provenance.json`` (empty when the run predates it)."""
+    return _read_object(Path(run_dir) / PROVENANCE) or {}
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    """``metrics.json`` as one flat dict of plain values, ``None`` when the folder has none."""
+    path = Path(run_dir) / METRICS
+    data = _read_object(path)
+    if data is None:
+        return None
     nested = sorted(k for k, v in data.items() if not isinstance(v, (str, int, float, bool, type(None))))
     if nested:
         raise RnnlabError(f"{path}: {nested[0]!r} is not a plain value; metrics.json is one flat object")

@@ -1,0 +1,185 @@
+"""Published results, regenerated from run folders.
+
+Every figure in the README and ``docs/`` comes from a summary of one run folder: its metrics,
+the command that made it and its provenance (commit, machine, threads, date), kept as a small
+JSON file under ``docs/results/runs/<table>/``. Tables in the markdown files are the blocks
+between ``<!-- results:<table> -->`` and ``<!-- /results -->``; ``render`` rewrites them from the
+summaries, ``check`` says whether the committed text is what ``render`` would write. A figure
+whose run folder was not kept says so and names the commit that reported it.
+
+``docs/results/tables.yaml`` says what each table shows: its metric columns and, for a table
+that gathers rows from others (the README's headline), which rows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rnnlab.errors import RnnlabError
+from rnnlab.io import atomic_write_json, atomic_write_text
+from rnnlab.reporting.tables import markdown_table
+from rnnlab.runs.folder import defining_overrides, read_metrics, read_overrides, read_provenance
+
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+FORMATS = {
+    "pct": lambda v: f"{100 * v:.2f} %",
+    "3": lambda v: f"{v:.3f}",
+    "1": lambda v: f"{v:.1f}",
+    "int": lambda v: f"{v:,.0f}",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    metric: str
+    format: str = "3"
+
+
+def machine_of(record: dict[str, Any]) -> str:
+    """A run's machine in a few words: the GPU when one ran it, else the CPU model, its ISA and threads."""
+    plat = record.get("platform") or {}
+    cpu = plat.get("cpu") or {}
+    if plat.get("gpus"):
+        return f"{plat['gpus'][0]}"
+    model = cpu.get("model") or "CPU"
+    isa = plat.get("torch_cpu_capability")
+    return f"{model}{f' ({isa})' if isa else ''}, {plat.get('torch_threads')} threads"
+
+
+def script_of(record: dict[str, Any]) -> str:
+    """The script that made a run (``train.py``, ``eval.py``...), from the command line it recorded."""
+    argv = [str(a) for a in record.get("command") or []]
+    scripts = [Path(a).name for a in argv[1:2] if a.endswith(".py")]
+    modules = [argv[i + 1].rsplit(".", 1)[-1] for i, a in enumerate(argv[:-1]) if a == "-m"]
+    name = (scripts or [f"{m}.py" for m in modules] or ["train.py"])[0]
+    return {"evaluate.py": "eval.py"}.get(name, name)
+
+
+def summarize(run_dir: Path, table: str, row: str, order: int = 0, note: str | None = None) -> dict[str, Any]:
+    """The summary of a completed run folder that a table row is rendered from."""
+    metrics = read_metrics(run_dir) or {}
+    if metrics.get("status") != "completed":
+        raise RnnlabError(f"{run_dir}: metrics.json says {metrics.get('status')!r}; only completed runs are published")
+    record = read_provenance(run_dir)
+    if not record:
+        raise RnnlabError(f"{run_dir} has no provenance.json: its code and machine are unknown")
+    code = record.get("code") or {}
+    overrides = [o for o in defining_overrides(read_overrides(run_dir) or []) if not o.startswith("paths.")]
+    summary = {
+        "table": table,
+        "row": row,
+        "order": order,
+        "command": " ".join([f"python scripts/{script_of(record)}", *overrides]),
+        "metrics": {k: v for k, v in metrics.items() if "/" in k and isinstance(v, (int, float))},
+        "best_score": metrics.get("best_score"),
+        "wall_time_s": metrics.get("wall_time_s"),
+        "commit": code.get("commit") or f"rnnlab {code.get('version')}",
+        "dirty": bool(code.get("dirty")),
+        "machine": machine_of(record),
+        "torch": (record.get("packages") or {}).get("torch"),
+        "date": str(record.get("started", ""))[:10],
+        "source": "run folder",
+    }
+    if note:
+        summary["note"] = note
+    return summary
+
+
+def add(run_dir: Path, docs: Path, table: str, row: str, order: int = 0, note: str | None = None) -> Path:
+    name = re.sub(r"[^\w.+-]", "-", row)
+    path = docs / "runs" / table / f"{name}.json"
+    atomic_write_json(path, summarize(run_dir, table, row, order, note))
+    return path
+
+
+def load_summaries(docs: Path) -> dict[str, list[dict[str, Any]]]:
+    """``{table: [summary, ...]}`` ordered by each summary's ``order`` (then row name)."""
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((docs / "runs").glob("*/*.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        tables.setdefault(path.parent.name, []).append(summary)
+    for rows in tables.values():
+        rows.sort(key=lambda s: (s.get("order", 0), s["row"]))
+    return tables
+
+
+def _value(summary: dict[str, Any], metric: str) -> Any:
+    return summary.get(metric) if metric in ("best_score", "wall_time_s") else summary["metrics"].get(metric)
+
+
+def _commit(summary: dict[str, Any]) -> str:
+    commit = str(summary.get("commit") or "")
+    short = commit[:7] if re.fullmatch(r"[0-9a-f]{40}", commit) else commit
+    return short + (" + patch" if summary.get("dirty") else "")
+
+
+def render_table(spec: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    columns = [Column(*c) for c in spec["columns"]]
+    header = ["run", "command", *(c.header for c in columns), "wall time", "machine", "commit", "date"]
+    body = []
+    for s in rows:
+        values = []
+        for c in columns:
+            value = _value(s, c.metric)
+            values.append(FORMATS[c.format](value) if isinstance(value, (int, float)) else "—")
+        wall = s.get("wall_time_s")
+        where = s["machine"] + ("" if s.get("source") == "run folder" else " ¹")
+        body.append(
+            [s["row"], f"`{s['command']}`", *values, f"{wall:,.0f} s" if wall else "—", where, _commit(s), s["date"]]
+        )
+    table = markdown_table(header, body)
+    if any(s.get("source") != "run folder" for s in rows):
+        table += "\n\n¹ the run folder was not kept: the figures are as reported at the commit named."
+    notes = [f"- {s['row']}: {s['note']}" for s in rows if s.get("note")]
+    return table + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def render_all(docs: Path) -> dict[str, str]:
+    """``{table name: markdown}`` for every table ``tables.yaml`` names."""
+    specs = yaml.safe_load((docs / "tables.yaml").read_text(encoding="utf-8")) or {}
+    summaries = load_summaries(docs)
+    out = {}
+    for name, spec in specs.items():
+        if "rows" in spec:  # gathered from other tables: "table/row" references
+            rows = []
+            for ref in spec["rows"]:
+                table, _, row = ref.partition("/")
+                found = [s for s in summaries.get(table, []) if s["row"] == row]
+                if not found:
+                    raise RnnlabError(f"{docs / 'tables.yaml'}: {name} lists {ref!r}, which has no summary")
+                rows += found
+        else:
+            rows = summaries.get(name, [])
+        out[name] = render_table(spec, rows)
+    return out
+
+
+def rewrite(text: str, tables: dict[str, str], where: Path) -> str:
+    def fill(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in tables:
+            raise RnnlabError(f"{where}: the block results:{name} names no table of tables.yaml")
+        return f"{match.group(1)}{tables[name]}\n{match.group(4)}"
+
+    return BLOCK.sub(fill, text)
+
+
+def render(docs: Path, pages: list[Path], check: bool = False) -> list[Path]:
+    """Rewrite the result blocks of ``pages``; with ``check``, only list the pages whose blocks are stale."""
+    tables = render_all(docs)
+    stale = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        new = rewrite(text, tables, page)
+        if new != text:
+            stale.append(page)
+            if not check:
+                atomic_write_text(page, new)
+    return stale
