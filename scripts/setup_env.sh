@@ -9,7 +9,7 @@ set -euo pipefail
 VENV=${1:-.venv}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
-EXTRAS=${EXTRAS:-dev,sweep}
+EXTRAS=${EXTRAS:-dev}  # the sweep and slurm extras are opt-in (dev includes them, for the tests)
 
 python3 -m venv "$VENV"
 PY="$VENV/bin/python"

@@ -195,3 +195,22 @@ def test_stateful_streams_train_through_the_configs(compose_cfg, tmp_path):
     assert as_trained == {**measure(name="e3"), "wall_time_s": as_trained["wall_time_s"]}
     with pytest.raises(ConfigError, match="model.hidden is not a hyper-parameter"):
         measure("+model.hidden=3", name="e4")
+
+
+def test_stateful_streams_train_on_two_cpu_processes(compose_cfg, tmp_path):
+    cfg = compose_cfg(
+        "experiment=novel_lstm",
+        "data.filename=tiny.txt",
+        "data.streams=true",
+        "data.seq_length=10",
+        "data.batch_size=2",
+        "data.eval_batch_size=2",
+        "data.val_fraction=0.2",
+        "data.test_fraction=0.2",
+        "trainer=ddp_cpu",
+        "trainer.enable_progress_bar=false",
+        *LM_QUICK,
+        output_dir=tmp_path / "ddp_streams",
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics["best_score"] is not None and "test/loss" in metrics

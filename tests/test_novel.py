@@ -92,3 +92,68 @@ def test_real_novel_matches_the_book(tmp_path):
     dm.setup()
     assert sum(p.numel() for p in dm.parts.values()) == 1_112_350
     assert dm.vocab_size == 80
+
+
+def test_under_ddp_each_rank_carries_its_state_over_its_own_contiguous_text(tmp_path):
+    import random
+    from types import SimpleNamespace
+
+    (tmp_path / "novel").mkdir()  # random letters: every stretch of the text occurs once, so it can be located
+    rng = random.Random(0)
+    (tmp_path / "novel" / "random.txt").write_text("".join(rng.choice("abcdefghij ") for _ in range(3000)))
+    dm = NovelDataModule(
+        data_dir=str(tmp_path),
+        cache_dir=str(tmp_path / "cache"),
+        filename="random.txt",
+        streams=True,
+        batch_size=3,
+        seq_length=7,
+        val_fraction=0.1,
+        test_fraction=0.1,
+        download=False,
+    )
+    dm.setup()
+    text = dm.parts["train"]
+    seen = []
+    for rank in range(2):
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        batches = list(dm.train_dataloader())
+        streams = torch.cat([b.tokens for b in batches], dim=1)  # what each row of the state reads, in order
+        targets = torch.cat([b.targets for b in batches], dim=1)
+        for row, row_targets in zip(streams, targets, strict=True):
+            start = next(i for i in range(text.numel()) if torch.equal(text[i : i + row.numel()].long(), row))
+            assert torch.equal(text[start + 1 : start + 1 + row.numel()].long(), row_targets)  # contiguous
+            seen.append((rank, start, start + row.numel()))
+        assert len(batches) == len(list(dm.train_dataloader()))
+    half = text.numel() // 2
+    assert all(end <= half for rank, _, end in seen if rank == 0)  # rank 0 reads the first half
+    assert all(start >= half for rank, start, _ in seen if rank == 1)  # rank 1 the second
+
+
+RACE = """
+import sys, time
+from rnnlab.data.novel import NovelDataModule
+build = NovelDataModule.build
+def slow_build(self, source):  # long enough for the other process to arrive while this one builds
+    with open(sys.argv[3], "a") as log:
+        log.write("built\\n")
+    time.sleep(2)
+    return build(self, source)
+NovelDataModule.build = slow_build
+dm = NovelDataModule(data_dir=sys.argv[1], cache_dir=sys.argv[2], filename="tiny.txt", download=False)
+dm.prepare_data()
+print(dm.vocab_size, dm.provenance["cache_key"])
+"""
+
+
+def test_two_processes_racing_on_a_cold_cache_build_it_once(tiny_data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    builds = tmp_path / "builds.log"
+    args = [sys.executable, "-c", RACE, str(tiny_data_dir), str(tmp_path / "cache"), str(builds)]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert builds.read_text().count("built") == 1  # the second waited for the lock, then read the cache
+    assert outputs[0] == outputs[1]

@@ -234,7 +234,12 @@ def test_a_prompt_of_a_megabyte_is_read_in_bounded_pieces():
     widths = []
     step = model.step
     model.step = lambda tokens, state: (widths.append(tokens.size(1)), step(tokens, state))[1]
-    text = model.generate_text("ab " * 350_000, 5, seed=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a million one-step recurrences: thread hand-offs would cost more than the math
+    try:
+        text = model.generate_text("ab " * 350_000, 5, seed=1)
+    finally:
+        torch.set_num_threads(threads)
     assert len(text) == 5 and max(widths) == PROMPT_CHUNK and sum(widths) == 1_050_000 + 5
 
 
@@ -278,6 +283,8 @@ def test_every_target_of_the_packaged_configs_is_allowed_and_foreign_ones_are_no
     from rnnlab.runs.targets import foreign_targets, is_allowed
 
     for path in CONF_DIR.rglob("*.yaml"):
+        if path.relative_to(CONF_DIR).parts[0] == "hydra":
+            continue  # Hydra's own settings (sweeper, launcher): never part of a job's saved config
         job = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "hydra"}  # rerun checks jobs
         assert foreign_targets(job) == [], path
     for target in ("subprocess.Popen", "os.system", "torch.load", "rnnlab.runs.checkpoints.load_checkpoint"):

@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.ddp import preserved_environment
 from rnnlab.errors import RnnlabError
 
 log = logging.getLogger("rnnlab")
@@ -67,8 +68,10 @@ def _in_multirun() -> bool:
 
 
 def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run one job; in a multirun every job starts from the same process state (no DDP left over)."""
     try:
-        return task(cfg)
+        with preserved_environment():
+            return task(cfg)
     except SIGTERMException:  # a SystemExit subclass: it would end the process with status 0
         print(
             "interrupted by SIGTERM: resume with resume=true (same command) or ckpt_path=<run>/checkpoints/last.ckpt",

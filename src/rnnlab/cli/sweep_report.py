@@ -1,6 +1,8 @@
-"""Summarise a sweep: python scripts/sweep_report.py outputs/<experiment>/<date>_<time> [--metric val/acc]
+"""Summarise a sweep: python scripts/sweep_report.py SWEEP_DIR [--metric val/acc --metric val/loss]
 
-Writes summary.csv, summary.md and curves.png into the sweep folder."""
+Writes summary.csv, summary.md and curves-<metric>.png (validation and training curves of each
+metric, default: the monitored one) into the sweep folder; for an Optuna search also
+optimization_history.png and param_importances.png."""
 
 import argparse
 import sys
@@ -11,9 +13,9 @@ from rnnlab.reporting.sweep import write_report
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--metric", default=None, help="metric for the best row and the curves (default: monitor)")
+    parser.add_argument("--metric", action="append", help="a metric to draw (repeatable; default: the monitored one)")
     args = parser.parse_args()
     try:
         paths = write_report(args.sweep_dir, args.metric)

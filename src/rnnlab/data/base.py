@@ -102,9 +102,12 @@ class CachedTextDataModule(pl.LightningDataModule):
             }
             payload = self.cache.load(key)
             if payload is None:
-                log.info("Preprocessing %s (once; cached under %s)", source, self.cache.cache_dir)
-                payload = self.build(source)
-                self.cache.save(key, payload)
+                with self.cache.lock(key):
+                    payload = self.cache.load(key)  # built by another process while this one waited
+                    if payload is None:
+                        log.info("Preprocessing %s (once; cached under %s)", source, self.cache.cache_dir)
+                        payload = self.build(source)
+                        self.cache.save(key, payload)
             self._payload = payload
             self.vocab = self.make_vocab(list(payload["itos"]))
             self.prepare_seconds = time.perf_counter() - start

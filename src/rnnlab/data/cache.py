@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 
 from rnnlab.io import atomic_write, file_digest
 
@@ -63,6 +64,11 @@ class TensorCache:
             log.warning("Ignoring cache %s: its key does not match; rebuilding it.", path)
             return None
         return payload
+
+    def lock(self, key: str) -> FileLock:
+        """Held while one entry is built: parallel jobs and DDP ranks on a cold cache build it once."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.path(key)) + ".lock")
 
     def save(self, key: str, payload: dict[str, Any]) -> Path:
         payload = {**payload, "__key__": key}

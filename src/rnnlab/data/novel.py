@@ -59,6 +59,12 @@ def strip_gutenberg(text: str, start_marker: str | None = None, end_marker: str 
     return text.strip("\n")
 
 
+def shard(text: Tensor, world: int, rank: int) -> Tensor:
+    """Rank ``rank``'s contiguous ``1/world`` of the text; every rank's part has the same length."""
+    size = text.numel() // world
+    return text[rank * size : (rank + 1) * size]
+
+
 class CharWindows(Dataset):
     """Window ``i`` = ``encoded[i*stride : i*stride + window]``; input is all but the last, target all but the first."""
 
@@ -194,12 +200,11 @@ class NovelDataModule(CachedTextDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         part = self.parts[split]
         world, rank = self._replicas()
-        if self.streams:
-            streams = ContiguousStreams(part, self.batch_size if train else self.eval_batch_size, self.seq_length)
-            indices = list(range(len(streams)))[rank::world] if world > 1 else None
-            return DataLoader(
-                streams, batch_size=None, sampler=indices, num_workers=self.num_workers, pin_memory=self.pin_memory
+        if self.streams:  # each rank its own contiguous part of the text, so its carried state stays true
+            streams = ContiguousStreams(
+                shard(part, world, rank), self.batch_size if train else self.eval_batch_size, self.seq_length
             )
+            return DataLoader(streams, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory)
         stride = self.stride if train else self.seq_length  # held-out text: each character scored once
         windows = CharWindows(part, self.seq_length + 1, stride)
         return self.sequence_loader(windows, torch.full((len(windows),), self.seq_length), collate_windows, train)

@@ -26,6 +26,7 @@ from rnnlab.runs.folder import (
     read_overrides,
 )
 from rnnlab.runs.record import METRIC_PREFIXES
+from rnnlab.tune import STUDY_FILE
 
 SEED = "seed"
 
@@ -56,6 +57,7 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str], str, str]:
                 override_keys.append(key)
         metrics = read_metrics(job) or {"status": "missing"}
         row["status"] = metrics.get("status", "unknown")
+        row["best_score"] = metrics.get("best_score")
         row["wall_time_s"] = metrics.get("wall_time_s")
         row.update({k: v for k, v in metrics.items() if k.startswith(METRIC_PREFIXES)})
         if "error" in metrics:
@@ -65,12 +67,14 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str], str, str]:
     return pd.DataFrame(rows), override_keys, metric, mode
 
 
-def mark_best(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+def mark_best(frame: pd.DataFrame, column: str, mode: str) -> pd.DataFrame:
+    """★ on the completed job whose ``column`` is best in the direction of ``mode``."""
     frame = frame.copy()
     frame["best"] = ""
-    if metric in frame and (frame["status"] == "completed").any():
-        done = frame[frame["status"] == "completed"][metric].astype(float)
-        best = done.idxmax() if mode == "max" else done.idxmin()
+    done = frame[frame["status"] == "completed"]
+    if column in frame and done[column].notna().any():
+        values = done[column].astype(float)
+        best = values.idxmax() if mode == "max" else values.idxmin()
         frame.loc[best, "best"] = "★"
     return frame
 
@@ -101,19 +105,25 @@ def markdown(frame: pd.DataFrame) -> str:
     return markdown_table(list(frame.columns), frame.itertuples(index=False))
 
 
-def write_report(sweep_dir: Path, metric: str | None = None) -> dict[str, Path]:
-    """``summary.csv``, ``summary.md`` and ``curves.png`` in ``sweep_dir``."""
+def write_report(sweep_dir: Path, metrics: list[str] | None = None) -> dict[str, Path]:
+    """``summary.csv``, ``summary.md`` and one ``curves-<metric>.png`` per metric in ``sweep_dir``
+    (default: the monitored one); for an Optuna search also its optimisation history and
+    parameter importances.
+
+    The best job (★) is the one whose best checkpoint scored best on the monitored metric: the
+    value a search optimises, not the last epoch's.
+    """
     from rnnlab.reporting.curves import plot_curves
 
     sweep_dir = Path(sweep_dir)
     frame, override_keys, monitored_metric, mode = collect(sweep_dir)
-    metric = metric or monitored_metric
-    frame = mark_best(frame, metric, mode)
+    metrics = list(metrics or [monitored_metric])
+    frame = mark_best(frame, "best_score", mode)
     # overrides shared by every job are stated once, above the table
     fixed = {k: frame[k].iloc[0] for k in override_keys if k in frame and frame[k].nunique(dropna=False) == 1}
     varied = [k for k in override_keys if k not in fixed]
     metric_cols = sorted(c for c in frame.columns if c.startswith(METRIC_PREFIXES))
-    ordered = ["job", *override_keys, "status", "best", *metric_cols, "wall_time_s"]
+    ordered = ["job", *override_keys, "status", "best", "best_score", *metric_cols, "wall_time_s"]
     ordered += [c for c in frame.columns if c not in ordered]
     frame = frame[ordered]
     atomic_write_text(sweep_dir / "summary.csv", frame.to_csv(index=False))
@@ -121,18 +131,45 @@ def write_report(sweep_dir: Path, metric: str | None = None) -> dict[str, Path]:
     parts = [
         f"# Sweep {sweep_dir}",
         "",
-        f"{len(frame)} jobs; best by `{metric}` ({mode}) marked ★. Same in every job: {same}.",
+        f"{len(frame)} jobs; ★ marks the best `best_score` (the best checkpoint's `{monitored_metric}`, "
+        f"{mode}). Same in every job: {same}.",
         "",
         markdown(frame.drop(columns=[*fixed, "error"], errors="ignore")),
     ]
     seeds = seed_summary(frame, varied)
     if seeds is not None:
         parts += ["", "## Mean ± std over seeds", "", markdown(seeds)]
-    failed = frame[frame["status"] != "completed"]
+    failed = frame[~frame["status"].isin(("completed", "pruned"))]
     if not failed.empty:
         parts += ["", "## Not completed", ""] + [
             f"- job {r.job}: {r.status} {getattr(r, 'error', '')}" for r in failed.itertuples()
         ]
+    pruned = frame[frame["status"] == "pruned"]
+    if not pruned.empty:
+        parts += ["", f"Pruned by the study (stopped early): jobs {', '.join(map(str, pruned['job']))}."]
     atomic_write_text(sweep_dir / "summary.md", "\n".join(parts) + "\n")
-    curves = plot_curves(sweep_dir, job_dirs(sweep_dir), frame, varied, metric)
-    return {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md", "png": curves}
+    written = {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md"}
+    for metric in metrics:
+        written[metric] = plot_curves(sweep_dir, job_dirs(sweep_dir), frame, varied, metric)
+    written.update(study_pictures(sweep_dir))
+    return written
+
+
+def study_pictures(sweep_dir: Path) -> dict[str, Path]:
+    """Optuna's optimisation history and parameter importances, when the folder is a search."""
+    from rnnlab.reporting.curves import save_figure
+
+    record = sweep_dir / STUDY_FILE
+    if not record.is_file():
+        return {}
+    import json
+
+    from rnnlab.tune import open_storage, optuna_module
+
+    optuna = optuna_module()
+    found = json.loads(record.read_text(encoding="utf-8"))
+    study = optuna.load_study(study_name=found["study_name"], storage=open_storage(found["storage"]))
+    pictures = {"optimization_history": optuna.visualization.matplotlib.plot_optimization_history}
+    if sum(t.state.name == "COMPLETE" for t in study.trials) >= 2:  # importances need variation to explain
+        pictures["param_importances"] = optuna.visualization.matplotlib.plot_param_importances
+    return {name: save_figure(draw(study).figure, sweep_dir / f"{name}.png") for name, draw in pictures.items()}

@@ -8,6 +8,7 @@ from one is checked like any input from outside: ``metrics.json`` must be one fl
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
 
 # overrides that say how to run a job, not what it is: resuming, continuing, bookkeeping
-NOT_DEFINING = ("hydra", "resume", "ckpt_path", "trust_checkpoint")
+NOT_DEFINING = ("hydra", "resume", "ckpt_path", "trust_checkpoint", "tune")
 MAX_RECORD_BYTES = 1 << 20  # a metrics.json or overrides.yaml is a few KB
 
 
@@ -35,7 +36,7 @@ def check_output_dir(path: str | Path) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
+        probe = path / f".write-test-{os.getpid()}"  # one per process: DDP ranks check the same folder
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:

@@ -74,7 +74,7 @@ class RunRecord:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.data["wall_time_s"] = round(time.perf_counter() - self._start, 3)
         if exc is None:
-            self.data["status"] = "completed"
+            self.data["status"] = "completed" if self.data["status"] == "running" else self.data["status"]
         else:
             self.data["status"] = "failed"
             message = str(exc) or (exc_type.__doc__ or "").strip().split("\n")[0]

@@ -12,6 +12,8 @@ from rnnlab.runs.folder import LAST_CHECKPOINT, defining_overrides, read_metrics
 
 log = logging.getLogger(__name__)
 
+FINISHED = ("completed", "pruned")  # a pruned trial ran as far as its study wanted
+
 
 def previous_outcome(run_dir: Path, overrides: list[str] | None) -> tuple[str, dict[str, Any] | Path | None]:
     """``("completed", metrics)``, ``("continue", last_ckpt)`` or ``("fresh", None)``."""
@@ -24,7 +26,7 @@ def previous_outcome(run_dir: Path, overrides: list[str] | None) -> tuple[str, d
                 f"command and hydra.sweep.dir (or hydra.run.dir) pointing at it"
             )
     metrics = read_metrics(run_dir)
-    if metrics is not None and metrics.get("status") == "completed":
+    if metrics is not None and metrics.get("status") in FINISHED:
         return "completed", metrics
     last = run_dir / LAST_CHECKPOINT
     if last.is_file():

@@ -21,6 +21,7 @@ RNNLAB_TARGETS = frozenset(
         "rnnlab.callbacks.NonFiniteLossGuard",
         "rnnlab.callbacks.CheckpointOnInterrupt",
         "rnnlab.models.schedules.slanted_triangular",
+        "rnnlab.ddp.JobDDPStrategy",
     }
 )
 FAMILIES = ("torch.optim.", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.")

@@ -11,6 +11,7 @@ import pickle
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,6 +21,7 @@ from rnnlab.runs.checkpoints import StoreRunRecord, refusal
 from rnnlab.runs.folder import check_output_dir
 from rnnlab.runs.record import RunRecord, scalar_metrics
 from rnnlab.runs.resume import previous_outcome
+from rnnlab.tune import reporter_from_config
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,14 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         datamodule = build_datamodule(cfg)
         run.add_data(datamodule.provenance)
         model = build_model(cfg, datamodule)
-        trainer = build_trainer(cfg, build_callbacks(cfg) + [StoreRunRecord(run)], build_logger(cfg))
+        reporter = reporter_from_config(run.config.get("tune"), cfg.monitor)  # a trial of an Optuna search
+        callbacks = [*build_callbacks(cfg), StoreRunRecord(run), *([reporter] if reporter else [])]
+        trainer = build_trainer(cfg, callbacks, build_logger(cfg))
 
         run.update(fit(trainer, model, datamodule, ckpt_path, trust=cfg.trust_checkpoint))
-        if cfg.test_after_fit:
+        if reporter is not None and reporter.pruned:
+            run.update({"status": "pruned"})  # the study stopped it: no test, and the sweep goes on
+        elif cfg.test_after_fit:
             run.update(test_best(trainer, model, datamodule))
         log_hparams(trainer, run.config, run.data)
     return run.data
@@ -79,9 +85,22 @@ def fit(trainer: pl.Trainer, model, datamodule, ckpt_path: str | None, trust: bo
     checkpoint = best_checkpoint(trainer)
     if checkpoint is not None:
         outcome["best_checkpoint"] = checkpoint.best_model_path
-        if checkpoint.best_model_score is not None:  # not carried back from spawned/forked DDP workers
-            outcome["best_score"] = float(checkpoint.best_model_score)
+        outcome["best_score"] = best_score(checkpoint)
     return outcome
+
+
+def best_score(checkpoint: ModelCheckpoint) -> float | None:
+    """The monitored value the best checkpoint holds: what a search optimises and the report ranks by.
+
+    Forked DDP workers carry the best path back to this process but not the score; the
+    checkpoint file itself records it, in the state of the callback that saved it.
+    """
+    if checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True).get("callbacks", {})
+    scores = [s.get("best_model_score") for key, s in saved.items() if key.startswith("ModelCheckpoint")]
+    found = [float(s) for s in scores if s is not None]
+    return found[0] if found else None
 
 
 def test_best(trainer: pl.Trainer, model, datamodule) -> dict[str, Any]:
