@@ -8,13 +8,13 @@ from rnnlab.data.batching import (
     collate_classification,
     collate_language_model,
     concat_ragged,
-    ragged_from_lists,
+    ragged_from_ids,
     reverse_each,
 )
 
 
 def test_ragged_round_trip_and_collate_shapes():
-    flat, offsets = ragged_from_lists([[5, 6, 7], [8], [9, 10]])
+    flat, offsets = ragged_from_ids([[5, 6, 7], [8], [9, 10]])
     ds = RaggedSequences.from_offsets(flat, offsets, torch.tensor([1.0, 0.0, 1.0]))
     batch = collate_classification([ds[0], ds[1], ds[2]], pad_index=0)
     assert batch.tokens.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]]
@@ -23,13 +23,13 @@ def test_ragged_round_trip_and_collate_shapes():
 
 
 def test_max_length_truncates():
-    flat, offsets = ragged_from_lists([[1, 2, 3, 4], [5]])
+    flat, offsets = ragged_from_ids([[1, 2, 3, 4], [5]])
     ds = RaggedSequences.from_offsets(flat, offsets, max_length=2)
     assert ds[0][0].tolist() == [1, 2] and ds.lengths.tolist() == [2, 1]
 
 
 def test_language_model_collate_shifts_targets_and_ignores_padding():
-    flat, offsets = ragged_from_lists([[1, 2, 3, 4], [1, 5, 4]])
+    flat, offsets = ragged_from_ids([[1, 2, 3, 4], [1, 5, 4]])
     ds = RaggedSequences.from_offsets(flat, offsets)
     batch = collate_language_model([ds[0], ds[1]], pad_index=9)
     assert batch.tokens.tolist() == [[1, 2, 3], [1, 5, 9]]
@@ -95,15 +95,15 @@ def test_chunk_spans_predict_every_token_once_but_each_first():
 
 
 def test_concat_ragged_keeps_order_and_boundaries():
-    a = ragged_from_lists([[1], [2, 3]])
-    b = ragged_from_lists([[4, 5, 6]])
+    a = ragged_from_ids([[1], [2, 3]])
+    b = ragged_from_ids([[4, 5, 6]])
     flat, offsets = concat_ragged([a, b])
     joined = RaggedSequences.from_offsets(flat, offsets)
     assert [joined[i][0].tolist() for i in range(len(joined))] == [[1], [2, 3], [4, 5, 6]]
 
 
 def test_reverse_each_flips_every_sequence_in_place():
-    flat, offsets = ragged_from_lists([[1, 2, 3], [], [4], [5, 6]])
+    flat, offsets = ragged_from_ids([[1, 2, 3], [], [4], [5, 6]])
     backward = RaggedSequences.from_offsets(reverse_each(flat, offsets), offsets)
     assert [backward[i][0].tolist() for i in range(4)] == [[3, 2, 1], [], [4], [6, 5]]
     assert torch.equal(reverse_each(reverse_each(flat, offsets), offsets), flat)

@@ -1,7 +1,10 @@
+from pathlib import Path
+
 import pytest
 import torch
 
-from rnnlab.data.novel import ContiguousStreams, NovelDataModule, read_text, strip_gutenberg
+from rnnlab.data.novel import ContiguousStreams, NovelDataModule
+from rnnlab.data.textfile import body_chunks, find_body, read_chunks, read_text, scan
 from rnnlab.errors import ConfigError, DataFormatError
 
 from conftest import NOVEL_BODY, real_data_dir
@@ -21,18 +24,29 @@ def make_dm(data_dir, cache_dir, **kw):
     )
 
 
-def test_strip_gutenberg_markers_book_slice_and_plain_text():
-    body = "Chapter 1\nIt begins.\n"
+def body(tmp_path, text: str, start=None, end=None, chunk_bytes: int = 1 << 24) -> str:
+    """The body the DataModule reads from a file holding ``text`` (pieces of ``chunk_bytes``)."""
+    path = tmp_path / "text.txt"
+    path.write_text(text, encoding="utf-8", newline="")
+    span = find_body(read_chunks(path, chunk_bytes=chunk_bytes), start, end)
+    length = scan(body_chunks(path, "utf-8", span, chunk_bytes), span.strip).length
+    return "".join(body_chunks(path, "utf-8", span, chunk_bytes))[:length]
+
+
+@pytest.mark.parametrize("chunk_bytes", [5, 1 << 24])  # markers and "\r\n" cut between pieces, or not
+def test_gutenberg_markers_book_slice_and_plain_text(tmp_path, chunk_bytes):
+    text = "Chapter 1\nIt begins.\n"
     wrapped = (
-        f"Header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\n{body}"
+        f"Header\r\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\r\n\r\n{text}"
         "*** END OF THE PROJECT GUTENBERG EBOOK X ***\nLicence"
     )
-    assert strip_gutenberg(wrapped) == body.strip("\n")
-    assert strip_gutenberg("Just a text.\n") == "Just a text."
+    assert body(tmp_path, wrapped, chunk_bytes=chunk_bytes) == text.strip("\n")
+    assert body(tmp_path, "Just a text.\n\n", chunk_bytes=chunk_bytes) == "Just a text."
     book = "junk THE ISLAND starts here. End of the Project Gutenberg rest"
-    assert strip_gutenberg(book, "THE ISLAND", "End of the Project Gutenberg") == "THE ISLAND starts here. "
+    expected = "THE ISLAND starts here. "
+    assert body(tmp_path, book, "THE ISLAND", "End of the Project Gutenberg", chunk_bytes) == expected
     # markers not found: fall back to the Gutenberg block
-    assert strip_gutenberg(wrapped, "NOT THERE", "NOR THIS") == body.strip("\n")
+    assert body(tmp_path, wrapped, "NOT THERE", "NOR THIS", chunk_bytes) == text.strip("\n")
 
 
 def test_read_text_errors_name_the_byte_offset(tmp_path):
@@ -157,3 +171,41 @@ def test_two_processes_racing_on_a_cold_cache_build_it_once(tiny_data_dir, tmp_p
     assert all(p.returncode == 0 for p in procs)
     assert builds.read_text().count("built") == 1  # the second waited for the lock, then read the cache
     assert outputs[0] == outputs[1]
+
+
+def test_the_cache_is_memory_mapped_and_windows_read_the_text_itself(tiny_data_dir, tmp_path):
+    """A reload maps the cache file instead of reading it, and each window is the text at its place."""
+    make_dm(tiny_data_dir, tmp_path).prepare_data()  # builds the cache
+    dm = make_dm(tiny_data_dir, tmp_path)
+    dm.setup()
+    cache_file = dm.cache.path(dm.provenance["cache_key"])
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert str(cache_file) in maps.read_text()  # the tensors' pages are the file's
+    assert dm.parts["train"].dtype == torch.uint8  # one byte a character for a book's alphabet
+    text = "".join(
+        body_chunks(
+            tiny_data_dir / "novel" / "tiny.txt",
+            "utf-8",
+            find_body(read_chunks(tiny_data_dir / "novel" / "tiny.txt"), dm.start_marker, dm.end_marker),
+        )
+    )
+    windows = dm.train_dataloader().dataset
+    for i in (0, 1, 7, len(windows) - 1):
+        assert (
+            "".join(dm.vocab.itos[c] for c in windows[i].tolist())
+            == text[i * windows.stride : i * windows.stride + windows.window]
+        )
+
+
+def test_a_large_corpus_is_shuffled_without_an_index_per_window():
+    """Past the exact limit the order is a keyed permutation: every window once, in O(1) memory."""
+    from rnnlab.data.batching import EXACT_SHUFFLE_LIMIT, BucketBatchSampler, KeyedPermutation
+
+    n = 1000
+    perm = KeyedPermutation(n, torch.Generator().manual_seed(0))
+    values = perm[torch.arange(n)]
+    assert sorted(values.tolist()) == list(range(n)) and not torch.equal(values, torch.arange(n))
+    big = BucketBatchSampler(EXACT_SHUFFLE_LIMIT + 5, batch_size=64, bucket=False, seed=1)
+    first = next(iter(big))
+    assert len(first) == 64 and len(set(first)) == 64 and max(first) < EXACT_SHUFFLE_LIMIT + 5

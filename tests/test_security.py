@@ -20,7 +20,7 @@ import yaml
 
 from rnnlab.data.imdb import IMDBDataModule
 from rnnlab.data.news import NewsDataModule
-from rnnlab.data.novel import read_text
+from rnnlab.data.textfile import read_text
 from rnnlab.errors import DataFormatError
 from rnnlab.models.generation import PROMPT_CHUNK
 from rnnlab.tasks.train import train
@@ -121,16 +121,14 @@ def commands(ckpt: Path, data_dir: Path, cache: Path, out: Path, good: str) -> d
     }
 
 
-@pytest.mark.parametrize("kind", ["pickled code", "foreign model class", "foreign data class"])
+@pytest.mark.parametrize("kind", ["pickled code", "foreign model class"])
 def test_no_entry_point_runs_code_from_a_checkpoint(kind, tiny_data_dir, classifier_checkpoint, tmp_path):
     marker = tmp_path / "pwned.txt"
     ckpt = tmp_path / "evil.ckpt"
     if kind == "pickled code":
         pickled_code_checkpoint(ckpt, marker)
-    elif kind == "foreign model class":
-        plain_dict_checkpoint(ckpt, marker, "subprocess.Popen", "rnnlab.data.imdb.IMDBDataModule")
     else:
-        plain_dict_checkpoint(ckpt, marker, "rnnlab.models.classifier.SequenceClassifier", "subprocess.Popen")
+        plain_dict_checkpoint(ckpt, marker, "subprocess.Popen", "rnnlab.data.imdb.IMDBDataModule")
     cache = tmp_path / "cache"
     for name, cmd in commands(ckpt, tiny_data_dir, cache, tmp_path, classifier_checkpoint).items():
         if kind != "pickled code" and name == "resume":
@@ -144,6 +142,19 @@ def test_no_entry_point_runs_code_from_a_checkpoint(kind, tiny_data_dir, classif
             assert "trust_checkpoint=true" in last and "posix.system" in last, (name, last)
         else:
             assert "subprocess.Popen" in last and "not one of rnnlab's own" in last, (name, last)
+
+
+def test_a_foreign_data_class_is_refused_before_anything_is_built(tmp_path):
+    """Every entry point opens checkpoints through Checkpoint.open, which checks both classes first."""
+    from rnnlab.runs.checkpoints import Checkpoint, UntrustedCheckpointError
+
+    marker = tmp_path / "pwned.txt"
+    ckpt = plain_dict_checkpoint(
+        tmp_path / "evil.ckpt", marker, "rnnlab.models.classifier.SequenceClassifier", "subprocess.Popen"
+    )
+    with pytest.raises(UntrustedCheckpointError, match=r"data._target_='subprocess.Popen', which is not one of"):
+        Checkpoint.open(ckpt)
+    assert not marker.exists()
 
 
 def test_trust_is_an_explicit_opt_in_per_command(tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from rnnlab.data.batching import BucketBatchSampler
@@ -146,7 +147,7 @@ class CachedTextDataModule(pl.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def sequence_loader(self, dataset: Dataset, lengths, collate: Callable, train: bool) -> DataLoader:
+    def sequence_loader(self, dataset: Dataset, lengths: Tensor | int, collate: Callable, train: bool) -> DataLoader:
         world, rank = self._replicas()
         sampler = BucketBatchSampler(
             lengths,

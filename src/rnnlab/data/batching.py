@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
@@ -33,13 +34,14 @@ class Batch:
         return Batch(self.tokens.pin_memory(), self.lengths, self.targets.pin_memory())
 
 
-def ragged_from_lists(sequences: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
-    """Flatten lists of ids into ``(flat, offsets)`` with ``offsets[i]:offsets[i+1]`` the i-th sequence."""
+def ragged_from_ids(sequences: Sequence[Sequence[int]], lookup: np.ndarray | None = None) -> tuple[Tensor, Tensor]:
+    """``(flat, offsets)`` with ``offsets[i]:offsets[i+1]`` the i-th sequence, each id mapped through
+    ``lookup`` when given: one array operation, never a Python list of every token."""
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     offsets = torch.zeros(len(sequences) + 1, dtype=torch.long)
     torch.cumsum(lengths, 0, out=offsets[1:])
-    flat = torch.tensor([t for s in sequences for t in s], dtype=torch.int32)
-    return flat, offsets
+    flat = np.concatenate([np.asarray(s, dtype=np.int32) for s in sequences]) if len(sequences) else np.zeros(0, int)
+    return torch.from_numpy((lookup[flat] if lookup is not None else flat).astype(np.int32)), offsets
 
 
 def concat_ragged(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -129,8 +131,51 @@ def collate_language_model(items: list[tuple[Tensor, object]], pad_index: int) -
     )
 
 
+# up to this many samples an epoch's order is torch.randperm (int32); beyond it, a keyed permutation
+# computed position by position, so a corpus of a billion windows needs no billion-entry index
+EXACT_SHUFFLE_LIMIT = 1 << 24
+
+
+class KeyedPermutation:
+    """A pseudo-random permutation of ``range(n)`` evaluated at any positions in O(1) memory.
+
+    A balanced Feistel network on the next even bit width is a bijection of ``[0, 2^bits)``;
+    cycle-walking (applying it again to values ``>= n``) keeps it one on ``[0, n)``.
+    """
+
+    def __init__(self, n: int, generator: torch.Generator, rounds: int = 4):
+        self.n = n
+        self.half = max(((n - 1).bit_length() + 1) // 2, 1)
+        self.mask = (1 << self.half) - 1
+        self.keys = torch.randint(0, 2**31 - 1, (rounds,), generator=generator).tolist()
+
+    def _round(self, x: Tensor, key: int) -> Tensor:
+        h = (x * 0x9E3779B1 + key) & 0xFFFFFFFF  # a multiply-xorshift hash of the half and the round key
+        h = ((h ^ (h >> 16)) * 0x85EBCA6B) & 0xFFFFFFFF
+        return (h ^ (h >> 13)) & self.mask
+
+    def _permute(self, x: Tensor) -> Tensor:
+        left, right = x >> self.half, x & self.mask
+        for key in self.keys:
+            left, right = right, left ^ self._round(right, key)
+        return (left << self.half) | right
+
+    def __getitem__(self, positions: Tensor) -> Tensor:
+        out = self._permute(positions.long())
+        while (outside := out >= self.n).any():
+            out[outside] = self._permute(out[outside])
+        return out
+
+
+def shuffled(n: int, generator: torch.Generator) -> Tensor | KeyedPermutation:
+    """An epoch's random order of ``n`` samples, indexable by a tensor of positions."""
+    if n <= EXACT_SHUFFLE_LIMIT:
+        return torch.randperm(n, generator=generator, dtype=torch.int32)  # the same draw as int64, half the memory
+    return KeyedPermutation(n, generator)
+
+
 class BucketBatchSampler(Sampler[list[int]]):
-    """Shuffled batches of similar length, sharded across DDP ranks.
+    """Shuffled batches of similar length, sharded across DDP ranks, produced one at a time.
 
     Indices are shuffled, cut into pools of ``batch_size * pool_factor``, sorted by
     length inside each pool, cut into batches, and the batches shuffled again: the
@@ -138,11 +183,13 @@ class BucketBatchSampler(Sampler[list[int]]):
     the whole set is sorted by length (evaluation: order does not change metrics).
     Training shards keep the same batch count on every rank so DDP never waits on
     a missing batch; evaluation shards split the samples, so every rank has work.
+    ``lengths`` may be a count: that many samples of one length (windows of a text),
+    for which no per-sample tensor is kept and nothing needs sorting.
     """
 
     def __init__(
         self,
-        lengths: Tensor,
+        lengths: Tensor | int,
         batch_size: int,
         shuffle: bool = True,
         bucket: bool = True,
@@ -154,8 +201,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.lengths = lengths
-        self.batch_size, self.shuffle, self.bucket = batch_size, shuffle, bucket
+        self.lengths = None if isinstance(lengths, int) else lengths
+        self.num_samples = lengths if isinstance(lengths, int) else lengths.numel()
+        self.batch_size, self.shuffle, self.bucket = batch_size, shuffle, bucket and self.lengths is not None
         self.drop_last, self.seed, self.pool_factor = drop_last, seed, pool_factor
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
@@ -166,33 +214,36 @@ class BucketBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _training_batches(self) -> list[list[int]]:
+    def _training_batches(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.lengths.numel(), generator=generator)
+        n, size = self.num_samples, self.batch_size
+        order = shuffled(n, generator)
         if self.bucket:
-            pool = self.batch_size * self.pool_factor
+            pool = size * self.pool_factor
             order = torch.cat([p[torch.argsort(self.lengths[p], stable=True)] for p in order.split(pool)])
-        batches = list(order.split(self.batch_size))
-        if self.drop_last and batches and batches[-1].numel() < self.batch_size:
-            batches.pop()
-        permutation = torch.randperm(len(batches), generator=generator).tolist()
-        batches = [batches[i].tolist() for i in permutation]
+        count = n // size if self.drop_last else math.ceil(n / size)
+        permutation = torch.randperm(count, generator=generator, dtype=torch.int32)
         if self.num_replicas > 1:  # equal batch counts on every rank
-            batches = batches[: len(batches) // self.num_replicas * self.num_replicas]
-        return batches[self.rank :: self.num_replicas]
+            permutation = permutation[: count // self.num_replicas * self.num_replicas][self.rank :: self.num_replicas]
+        for b in (b for piece in permutation.split(1 << 16) for b in piece.tolist()):  # never all as Python ints
+            positions = torch.arange(b * size, min((b + 1) * size, n))
+            yield (
+                order[positions] if isinstance(order, KeyedPermutation) else order[b * size : (b + 1) * size]
+            ).tolist()
 
-    def _evaluation_batches(self) -> list[list[int]]:
+    def _evaluation_batches(self) -> Iterator[list[int]]:
         """Every sample once: this rank's share of the samples, then batched by length."""
-        mine = torch.arange(self.lengths.numel())[self.rank :: self.num_replicas]
+        mine = torch.arange(self.rank, self.num_samples, self.num_replicas)
         if self.bucket:
             mine = mine[torch.argsort(self.lengths[mine], stable=True)]
-        return [b.tolist() for b in mine.split(self.batch_size)]
+        for batch in mine.split(self.batch_size):
+            yield batch.tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from (self._training_batches() if self.shuffle else self._evaluation_batches())
 
     def __len__(self) -> int:
-        n = self.lengths.numel()
+        n = self.num_samples
         if not self.shuffle:
             return math.ceil(len(range(self.rank, n, self.num_replicas)) / self.batch_size)
         count = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)

@@ -56,7 +56,9 @@ class TensorCache:
         if not path.exists():
             return None
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            # memory-mapped: a reload reads nothing but what a batch touches, and DataLoader workers
+            # and DDP ranks share the file's pages instead of holding copies
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:  # truncated, corrupt, or written by an incompatible version
             log.warning("Ignoring unreadable cache %s (%s); rebuilding it.", path, exc)
             return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,12 @@ from rnnlab.data.batching import (
     collate_classification,
     collate_language_model,
     concat_ragged,
-    ragged_from_lists,
+    ragged_from_ids,
     reverse_each,
 )
 from rnnlab.data.codec import TextCodec
 from rnnlab.data.sources import RemoteFile, find_or_download
-from rnnlab.data.text import PAD, UNK, Vocabulary, imdb_tokenize
+from rnnlab.data.text import PAD, UNK, Vocabulary, WordIds, imdb_tokenize
 from rnnlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ LABELS = {"neg": 0, "pos": 1}
 MAX_REVIEW_BYTES = 1 << 20
 TASKS = ("classify", "lm")
 
-Review = tuple[str, int, str]  # (path inside aclImdb, label, text)
+Review = tuple[str, int, Any]  # (path inside aclImdb, label, the text or what ``read_reviews`` made of it)
 
 
 def _review_key(parts: list[str]) -> tuple[str, str] | None:
@@ -98,9 +98,16 @@ def _iter_folder(root: Path, max_bytes: int) -> Iterator[tuple[list[str], bytes]
 
 
 def read_reviews(
-    source: Path, folders: tuple[str, ...] = ("pos", "neg"), max_review_bytes: int = MAX_REVIEW_BYTES
+    source: Path,
+    folders: tuple[str, ...] = ("pos", "neg"),
+    max_review_bytes: int = MAX_REVIEW_BYTES,
+    encode: Callable[[str], Any] = str,
 ) -> dict[str, list[Review]]:
-    """``{"train": [...], "test": [...], "unsup": [...]}`` sorted by path, so every run sees one order."""
+    """``{"train": [...], "test": [...], "unsup": [...]}`` sorted by path, so every run sees one order.
+
+    Each review is handed to ``encode`` as it is read and only what that returns is kept (token
+    ids, not the text): memory follows the encoded corpus, not 100k texts and their tokens.
+    """
     out: dict[str, list[Review]] = {"train": [], "test": [], "unsup": []}
     items = _iter_archive(source, max_review_bytes) if source.is_file() else _iter_folder(source, max_review_bytes)
     for parts, raw in items:
@@ -114,7 +121,7 @@ def read_reviews(
                 f"{source}: {'/'.join(parts)} is not UTF-8 (byte {exc.start}); the archive is corrupt."
             ) from exc
         key = "unsup" if folder == "unsup" else split
-        out[key].append(("/".join(parts[-3:]), LABELS.get(folder, -1), text))
+        out[key].append(("/".join(parts[-3:]), LABELS.get(folder, -1), encode(text)))
     for reviews in out.values():
         reviews.sort(key=lambda r: r[0])
     for split in ("train", "test"):
@@ -184,6 +191,8 @@ class IMDBDataModule(CachedTextDataModule):
     def make_vocab(self, itos: list[str]) -> Vocabulary:
         return Vocabulary(itos, unk=UNK, pad=PAD)
 
+    class_names = ["negative", "positive"]  # label 0 and 1, as the folders neg/ and pos/ name them
+
     @property
     def codec(self) -> TextCodec:
         """Prompts are tokenised as the reviews were, so a review LM generates from plain text."""
@@ -192,7 +201,8 @@ class IMDBDataModule(CachedTextDataModule):
 
     def build(self, source: Path) -> dict[str, Any]:
         folders = ("pos", "neg", "unsup") if self.unlabelled else ("pos", "neg")
-        reviews = read_reviews(source, folders, self.max_review_bytes)
+        words = WordIds()
+        reviews = read_reviews(source, folders, self.max_review_bytes, lambda text: words.encode(imdb_tokenize(text)))
         train_all = reviews["train"]
         if self.val_size >= len(train_all):
             raise ConfigError(
@@ -208,12 +218,17 @@ class IMDBDataModule(CachedTextDataModule):
         }
         if self.unlabelled:
             splits["unsup"] = reviews["unsup"]
-        tokens = {name: [imdb_tokenize(text) for _, _, text in rows] for name, rows in splits.items()}
-        vocab_texts = tokens["train"] + tokens.get("unsup", [])
-        vocab = Vocabulary.build(vocab_texts, specials=(PAD, UNK), min_freq=self.min_freq, max_size=self.max_size)
+        ids = {name: [review_ids for _, _, review_ids in rows] for name, rows in splits.items()}
+        vocab, lookup = Vocabulary.from_ids(
+            ids["train"] + ids.get("unsup", []),
+            words,
+            specials=(PAD, UNK),
+            min_freq=self.min_freq,
+            max_size=self.max_size,
+        )
         payload: dict[str, Any] = {"itos": vocab.itos, "splits": {}}
         for name, rows in splits.items():
-            flat, offsets = ragged_from_lists([vocab.encode(t) for t in tokens[name]])
+            flat, offsets = ragged_from_ids(ids[name], lookup)
             labels = torch.tensor([label for _, label, _ in rows], dtype=torch.float32)
             payload["splits"][name] = {"flat": flat, "offsets": offsets, "labels": labels}
         return payload

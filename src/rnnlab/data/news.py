@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from rnnlab.data.base import CachedTextDataModule, check_fractions
-from rnnlab.data.batching import RaggedSequences, collate_language_model, ragged_from_lists
+from rnnlab.data.batching import RaggedSequences, collate_language_model, ragged_from_ids
 from rnnlab.data.codec import TextCodec
 from rnnlab.data.sources import data_dir_hint
-from rnnlab.data.text import END, PAD, START, UNK, Vocabulary, normalize_description
+from rnnlab.data.text import END, PAD, START, UNK, Vocabulary, WordIds, normalize_description
 from rnnlab.errors import ConfigError, DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -133,29 +133,33 @@ class NewsDataModule(CachedTextDataModule):
         )
 
     def build(self, source: Path) -> dict[str, Any]:
-        normalized = (normalize_description(t) for t in read_descriptions(source, self.field, self.max_record_bytes))
-        texts, empty = [], 0
-        for text in normalized:
-            if text:
-                texts.append(text)
+        """Records read one line at a time and kept as word-id arrays (not strings), then split and encoded."""
+        words, records, empty = WordIds(), [], 0
+        for text in read_descriptions(source, self.field, self.max_record_bytes):
+            normalized = normalize_description(text)
+            if normalized:
+                records.append(words.encode([START, *normalized.split(), END]))
             else:
                 empty += 1
-        log.info("%s: %d records kept, %d dropped (empty after normalisation)", source, len(texts), empty)
-        if len(texts) < 3:
-            raise DataFormatError(f"{source}: only {len(texts)} non-empty {self.field!r} values; need at least 3")
-        tokens = [[START, *t.split(), END] for t in texts]
+        log.info("%s: %d records kept, %d dropped (empty after normalisation)", source, len(records), empty)
+        if len(records) < 3:
+            raise DataFormatError(f"{source}: only {len(records)} non-empty {self.field!r} values; need at least 3")
         generator = torch.Generator().manual_seed(self.split_seed)
-        perm = torch.randperm(len(tokens), generator=generator).tolist()
-        n_val, n_test = max(int(len(tokens) * self.val_fraction), 1), max(int(len(tokens) * self.test_fraction), 1)
-        n_train = len(tokens) - n_val - n_test
+        perm = torch.randperm(len(records), generator=generator).tolist()
+        n_val, n_test = max(int(len(records) * self.val_fraction), 1), max(int(len(records) * self.test_fraction), 1)
+        n_train = len(records) - n_val - n_test
         split_ids = {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :]}
         # the tutorial: <unk> + the (max_words - 1) most frequent words, then <pad> appended
-        vocab = Vocabulary.build(
-            (tokens[i] for i in split_ids["train"]), specials=(UNK,), max_size=self.max_words + 1, trailing=(PAD,)
+        vocab, lookup = Vocabulary.from_ids(
+            [records[i] for i in split_ids["train"]],
+            words,
+            specials=(UNK,),
+            max_size=self.max_words + 1,
+            trailing=(PAD,),
         )
         payload: dict[str, Any] = {"itos": vocab.itos, "dropped_empty": empty, "splits": {}}
         for name, ids in split_ids.items():
-            flat, offsets = ragged_from_lists([vocab.encode(tokens[i]) for i in ids])
+            flat, offsets = ragged_from_ids([records[i] for i in ids], lookup)
             payload["splits"][name] = {"flat": flat, "offsets": offsets}
         return payload
 

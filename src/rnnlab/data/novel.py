@@ -22,41 +22,12 @@ from rnnlab.data.batching import Batch
 from rnnlab.data.codec import TextCodec
 from rnnlab.data.sources import RemoteFile, find_or_download
 from rnnlab.data.text import Vocabulary
+from rnnlab.data.textfile import body_chunks, encode, find_body, read_chunks, scan
 from rnnlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
 
 MYSTERIOUS_ISLAND = RemoteFile(url="https://www.gutenberg.org/cache/epub/1268/pg1268.txt", filename="1268-0.txt")
-
-
-def read_text(path: Path, encoding: str = "utf-8") -> str:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(
-            f"{path}: not valid {encoding} at byte offset {exc.start} ({raw[exc.start : exc.start + 4]!r}); "
-            f"convert the file to UTF-8 or set data.encoding=<its encoding>"
-        ) from exc
-    if "\x00" in text:  # valid UTF-8, yet NUL bytes: an executable, an image, a zip, not a novel
-        raise DataFormatError(f"{path}: holds NUL bytes at offset {text.index(chr(0))}: a binary file, not text")
-    # universal newlines, as Python's text mode (and so the book) reads the file
-    return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-
-
-def strip_gutenberg(text: str, start_marker: str | None = None, end_marker: str | None = None) -> str:
-    """The book's slice when its markers are found, else the body between Gutenberg's
-    ``*** START OF … ***`` / ``*** END OF … ***`` lines, else the text as it is."""
-    if start_marker and end_marker and start_marker in text and end_marker in text:
-        return text[text.find(start_marker) : text.find(end_marker)]
-    start = text.find("*** START OF")
-    if start != -1:
-        line_end = text.find("\n", start)
-        text = text[line_end + 1 :] if line_end != -1 else ""
-    end = text.find("*** END OF")
-    if end != -1:
-        text = text[:end]
-    return text.strip("\n")
 
 
 def shard(text: Tensor, world: int, rank: int) -> Tensor:
@@ -92,8 +63,9 @@ class ContiguousStreams(Dataset):
         usable = (encoded.numel() - 1) // batch_size * batch_size
         if usable < batch_size * 2:
             raise ConfigError(f"text of {encoded.numel()} characters is too short for {batch_size} streams")
-        self.inputs = encoded[:usable].long().view(batch_size, -1)
-        self.targets = encoded[1 : usable + 1].long().view(batch_size, -1)
+        # views of the (memory-mapped) text in its own narrow type: a batch is widened when it is read
+        self.inputs = encoded[:usable].view(batch_size, -1)
+        self.targets = encoded[1 : usable + 1].view(batch_size, -1)
         self.seq_length = seq_length
         self.count = (self.inputs.size(1) + seq_length - 1) // seq_length
 
@@ -102,7 +74,7 @@ class ContiguousStreams(Dataset):
 
     def __getitem__(self, j: int) -> Batch:
         cols = slice(j * self.seq_length, (j + 1) * self.seq_length)
-        x, y = self.inputs[:, cols], self.targets[:, cols]
+        x, y = self.inputs[:, cols].long(), self.targets[:, cols].long()
         return Batch(x, torch.full((x.size(0),), x.size(1)), y)
 
 
@@ -146,7 +118,7 @@ class NovelDataModule(CachedTextDataModule):
 
     def settings(self) -> dict[str, Any]:
         return {
-            "reader": "universal-newlines/v2",
+            "reader": "streamed/v3",  # ids as the narrowest integer type (uint8 for a book)
             "encoding": self.encoding,
             "start": self.start_marker,
             "end": self.end_marker,
@@ -167,23 +139,25 @@ class NovelDataModule(CachedTextDataModule):
         return TextCodec(self.vocab.itos, level="char")
 
     def build(self, source: Path) -> dict[str, Any]:
-        text = strip_gutenberg(read_text(source, self.encoding), self.start_marker, self.end_marker)
-        if not text.strip():
+        """The body as one array of character ids, read in pieces (three linear passes over the file)."""
+        span = find_body(read_chunks(source, self.encoding), self.start_marker, self.end_marker)
+        charset = scan(body_chunks(source, self.encoding, span), span.strip)
+        if all(c.isspace() for c in charset.chars):
             raise DataFormatError(f"{source}: no text left (empty or whitespace only after stripping headers)")
-        itos = sorted(set(text))
-        stoi = {c: i for i, c in enumerate(itos)}
-        encoded = torch.tensor([stoi[c] for c in text], dtype=torch.int16 if len(itos) < 32768 else torch.int32)
+        itos = charset.chars
+        encoded = torch.from_numpy(encode(body_chunks(source, self.encoding, span), charset))
         n = encoded.numel()
         n_test, n_val = int(n * self.test_fraction), int(n * self.val_fraction)
         n_train = n - n_val - n_test
         log.info(
             "%s: %d characters, %d distinct; train/val/test %d/%d/%d", source, n, len(itos), n_train, n_val, n_test
         )
+        # views of one array: saved (and memory-mapped back) as one storage, never copied
         return {
             "itos": itos,
-            "train": encoded[:n_train].clone(),
-            "val": encoded[n_train : n_train + n_val].clone(),
-            "test": encoded[n_train + n_val :].clone(),
+            "train": encoded[:n_train],
+            "val": encoded[n_train : n_train + n_val],
+            "test": encoded[n_train + n_val :],
         }
 
     def setup(self, stage: str | None = None) -> None:
@@ -207,4 +181,5 @@ class NovelDataModule(CachedTextDataModule):
             return DataLoader(streams, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory)
         stride = self.stride if train else self.seq_length  # held-out text: each character scored once
         windows = CharWindows(part, self.seq_length + 1, stride)
-        return self.sequence_loader(windows, torch.full((len(windows),), self.seq_length), collate_windows, train)
+        # every window has one length: a count, not a tensor of a length per window
+        return self.sequence_loader(windows, len(windows), collate_windows, train)
