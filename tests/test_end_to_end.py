@@ -32,12 +32,13 @@ TINY_DATA = {
 }
 
 
-@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if "finetune" not in e])  # finetune: test_transfer
-def test_every_experiment_runs_one_batch(experiment, compose_cfg, tmp_path):
+@pytest.mark.parametrize("debug", ["fdr", "limit"])
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_in_each_debug_mode(experiment, debug, compose_cfg, tmp_path):
     dataset = experiment.split("_")[0]
-    metrics = train(
-        compose_cfg(f"experiment={experiment}", "debug=fdr", *TINY_DATA[dataset], output_dir=tmp_path / "r")
-    )
+    scratch = ("model.pretrained=null",) if "finetune" in experiment else ()  # from an LM: test_transfer
+    cfg = compose_cfg(f"experiment={experiment}", f"debug={debug}", *TINY_DATA[dataset], *scratch, output_dir=tmp_path)
+    metrics = train(cfg)
     assert metrics["status"] == "completed"
     assert any(key.startswith("val/") for key in metrics)
 
@@ -102,10 +103,6 @@ def test_config_error_is_recorded_as_failed_before_training(compose_cfg, tmp_pat
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "failed" and "transformer" in record["error"]
     assert not (run_dir / "checkpoints").exists()
-
-
-def test_fast_dev_run_debug_config(compose_cfg):
-    assert train(compose_cfg("experiment=imdb_lstm", "debug=fdr", "data.val_size=8"))["status"] == "completed"
 
 
 def test_ddp_cpu_two_processes(compose_cfg, tmp_path):

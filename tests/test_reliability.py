@@ -71,17 +71,34 @@ def test_unwritable_output_folder_fails_before_training(compose_cfg, tmp_path):
         train(compose_cfg(*QUICK, output_dir=blocker / "run"))
 
 
-def test_download_with_a_wrong_hash_is_refused_and_a_good_one_recovers(tmp_path):
-    source = tmp_path / "remote.bin"
-    source.write_bytes(b"payload" * 100)
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on loopback, as the canonical download sites serve theirs."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "site"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_with_a_wrong_hash_is_refused_and_a_good_one_recovers(served, tmp_path):
+    folder, url = served
+    payload = b"payload" * 1000
+    (folder / "file.bin").write_bytes(payload)
     target_dir = tmp_path / "data" / "x"
-    bad = RemoteFile(url=source.as_uri(), filename="file.bin", md5="0" * 32)
-    with pytest.raises(DataNotFoundError, match=r"md5 is [0-9a-f]{32}, expected 0{32}.*truncated or corrupt"):
+    bad = RemoteFile(url=f"{url}/file.bin", filename="file.bin", md5="0" * 32)
+    with pytest.raises(DataNotFoundError, match=r"(?i)md5 hash.*does not match.*truncated or corrupt"):
         find_or_download([target_dir / "file.bin"], bad, "test file")
-    assert not list(target_dir.glob("*")) if target_dir.exists() else True  # nothing half-written kept
-    good = RemoteFile(url=source.as_uri(), filename="file.bin", md5=hashlib.md5(source.read_bytes()).hexdigest())
+    assert not target_dir.exists()  # nothing half-written kept, not even the folder
+    good = RemoteFile(url=f"{url}/file.bin", filename="file.bin", md5=hashlib.md5(payload).hexdigest())
     path = find_or_download([target_dir / "file.bin"], good, "test file")
-    assert path.read_bytes() == source.read_bytes()
+    assert path.read_bytes() == payload and sorted(p.name for p in target_dir.iterdir()) == ["file.bin"]
 
 
 def test_vocabulary_of_size_zero_is_a_config_error():

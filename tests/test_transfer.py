@@ -6,7 +6,7 @@ import torch
 from rnnlab.builders import build_datamodule, build_model
 from rnnlab.data.codec import TextCodec
 from rnnlab.errors import ConfigError
-from rnnlab.models.language_model import CODEC_KEY
+from rnnlab.models.base import CODEC_KEY
 from rnnlab.models.transfer import encoder_state
 from rnnlab.runs.checkpoints import load_checkpoint
 from rnnlab.tasks.generate import generate

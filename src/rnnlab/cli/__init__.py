@@ -67,8 +67,11 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run one job; in a multirun every job starts from the same process state (no DDP left over)."""
+def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig, finish: Callable[[], None] | None = None) -> Any:
+    """Run one job; in a multirun every job starts from the same process state (no DDP left over).
+
+    ``finish`` runs last however the job ends (the end-of-run summary), before any exit.
+    """
     try:
         with preserved_environment():
             return task(cfg)
@@ -82,14 +85,17 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         print(f"interrupted: {exc}", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
-        log.debug("details", exc_info=True)  # the full traceback goes to the run's log file
-        if _in_multirun():
-            log.error("job failed, sweep continues: %s: %s", type(exc).__name__, exc)
+        if _in_multirun():  # the traceback at ERROR: Hydra's job log keeps it, and the sweep goes on
+            log.error("job failed, sweep continues: %s: %s", type(exc).__name__, exc, exc_info=True)
             return None
+        log.debug("details", exc_info=True)  # the full traceback goes to the run's log file
         if isinstance(exc, RnnlabError):
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
         raise
+    finally:
+        if finish is not None:
+            finish()
 
 
 def print_metrics(metrics: dict[str, Any] | None) -> None:

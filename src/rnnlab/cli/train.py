@@ -1,13 +1,17 @@
 """Train (then test the best checkpoint): ``python scripts/train.py [experiment=NAME] [key=value ...]``."""
 
+import sys
 from functools import partial
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from rnnlab.cli import CONFIG_PATH, run_entry
 from rnnlab.ddp import extra_rank
+from rnnlab.runs.summary import summary_lines
 from rnnlab.tasks.train import train
 
 
@@ -15,9 +19,20 @@ from rnnlab.tasks.train import train
 def main(cfg: DictConfig) -> float | None:
     # an extra DDP rank runs its job from the saved config, with no overrides of its own to compare
     overrides = None if extra_rank() else list(HydraConfig.get().overrides.task)
-    metrics = run_entry(partial(train, overrides=overrides), cfg)
+    metrics = run_entry(partial(train, overrides=overrides), cfg, None if extra_rank() else partial(summarize, cfg))
     # what a Hydra sweeper optimises: the best validation value of the run (its best checkpoint's)
     return metrics.get("best_score") if metrics and metrics.get("status") == "completed" else None
+
+
+def summarize(cfg: DictConfig) -> None:
+    """The run folder, best checkpoint, headline figures and TensorBoard command; or the error and the resume."""
+    hydra = HydraConfig.get()
+    multirun = hydra.mode == RunMode.MULTIRUN
+    folder = f"hydra.sweep.dir={hydra.sweep.dir}" if multirun else f"hydra.run.dir={cfg.paths.output_dir}"
+    logdir = Path(hydra.sweep.dir) if multirun else Path(cfg.paths.output_dir).parent
+    argv = [*sys.argv[:1], *(["-m"] if multirun and "-m" not in sys.argv else []), *sys.argv[1:]]
+    lines = summary_lines(Path(cfg.paths.output_dir), logdir, cfg.monitor, argv, folder)
+    print("\n" + "\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

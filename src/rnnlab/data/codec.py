@@ -57,7 +57,9 @@ class TextCodec:
             return imdb_tokenize(text)
         return text.split()
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, quiet: bool = False) -> list[int]:
+        """Ids of the text; unknown words become ``<unk>`` (with a warning unless ``quiet``), unknown
+        characters of a char model are an error."""
         tokens = self.tokens(text)
         unknown = sorted({t for t in tokens if t not in self.stoi})
         shown = ", ".join(repr(u) for u in unknown[:SHOWN]) + (" …" if len(unknown) > SHOWN else "")
@@ -66,7 +68,7 @@ class TextCodec:
                 f"prompt has {len(unknown)} character(s) outside the model's vocabulary: {shown}; "
                 f"remove or replace them"
             )
-        if unknown:
+        if unknown and not quiet:
             log.warning("%d prompt word(s) not in the vocabulary, read as %s: %s", len(unknown), self.unk_token, shown)
         unk = self.stoi.get(self.unk_token) if self.unk_token else None
         return [self.stoi.get(t, unk) for t in tokens]

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import urllib.request
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pooch
+
 from rnnlab.errors import DataFormatError, DataNotFoundError
-from rnnlab.io import atomic_write, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +35,33 @@ def data_dir_hint() -> str:
     return f"set ${DATA_DIR_ENV} or paths.data_dir=... to the folder that holds it"
 
 
-def verify(path: Path, remote: RemoteFile) -> None:
-    """Raise if ``path`` does not match the remote's published digest."""
-    if remote.md5 and (actual := file_digest(path, "md5")) != remote.md5:
-        raise DataFormatError(
-            f"{path}: md5 is {actual}, expected {remote.md5} for {remote.url}. "
-            f"The file is truncated or corrupt: delete it and download it again."
+def download(remote: RemoteFile, folder: Path) -> Path:
+    """Download with a progress bar, verified by its digest, moved into place only once whole.
+
+    pooch downloads into a temporary file beside the target and renames it; a digest that does
+    not match deletes the download, and a partial file is never left under the final name, so a
+    second try starts clean.
+    """
+    log.info("Downloading %s to %s", remote.url, folder / remote.filename)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(
+            pooch.retrieve(
+                remote.url,
+                known_hash=f"md5:{remote.md5}" if remote.md5 else None,
+                fname=remote.filename,
+                path=folder,
+                progressbar=sys.stderr.isatty(),
+            )
         )
-
-
-def download(remote: RemoteFile, folder: Path, timeout: float = 30.0) -> Path:
-    """Download into ``folder`` atomically and verify; nothing is left under the final name on failure."""
-    target = folder / remote.filename
-    log.info("Downloading %s to %s", remote.url, target)
-
-    def fetch(tmp: Path) -> None:
-        with urllib.request.urlopen(remote.url, timeout=timeout) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out, length=1 << 20)
-        verify(tmp, remote)
-
-    return atomic_write(target, fetch)
+    except ValueError as exc:  # pooch's digest mismatch (the download is already deleted)
+        raise DataFormatError(
+            f"{remote.url}: {exc} The download is truncated or corrupt: try again, or fetch the file by hand."
+        ) from exc
+    finally:
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a failed download leaves no empty folder behind
 
 
 def find_or_download(
@@ -76,7 +83,7 @@ def find_or_download(
     if remote is not None and allow_download:
         try:
             return download(remote, candidates[0].parent)
-        except (OSError, DataFormatError) as exc:  # URLError is an OSError
+        except (OSError, DataFormatError) as exc:  # requests' errors are OSErrors
             reason = f" Download of {remote.url} failed: {exc}."
     looked = ", ".join(str(p) for p in candidates)
     source = f" Get it from {remote.url} and put it at {candidates[0]}" if remote else ""

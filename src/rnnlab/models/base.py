@@ -10,9 +10,11 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from rnnlab.data.codec import TextCodec
 from rnnlab.errors import ConfigError
 from rnnlab.models.schedules import wants_total_steps
 
+CODEC_KEY = "rnnlab_codec"
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
@@ -28,9 +30,24 @@ class RecurrentModule(pl.LightningModule):
         scheduler_monitor: str = "val/loss",
     ):
         super().__init__()
+        self.codec: TextCodec | None = None  # text ↔ ids, from the DataModule; travels in checkpoints
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
+
+    # ---- the vocabulary travels with the model: a checkpoint reads new text without its DataModule
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.codec is None and datamodule is not None and hasattr(datamodule, "codec"):
+            self.codec = datamodule.codec
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.codec is not None:
+            checkpoint[CODEC_KEY] = self.codec.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if CODEC_KEY in checkpoint:
+            self.codec = TextCodec.from_dict(checkpoint[CODEC_KEY])
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """What the optimizer updates; a group's ``lr_scale`` multiplies the configured learning rate."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +16,9 @@ from rnnlab.errors import ConfigError
 from rnnlab.models.base import OptimizerFactory, RecurrentModule, SchedulerFactory
 from rnnlab.models.encoder import EncoderSettings, SequenceEncoder, check_positive
 from rnnlab.models.padding import step_mask
+from rnnlab.models.pictures import HeldOutPictures
+
+CLASSES_KEY = "rnnlab_classes"
 
 # what each pooling reads: the last step, the mean and/or the max over time;
 # "concat" is ULMFiT's concat pooling, all three side by side
@@ -95,6 +99,8 @@ class SequenceClassifier(RecurrentModule):
         evaluation = held_out_metrics(num_classes)
         self.val_metrics = evaluation.clone(prefix="val/")
         self.test_metrics = evaluation.clone(prefix="test/")
+        self.test_pictures = HeldOutPictures(metric_task(num_classes))
+        self.class_names: list[str] | None = None
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Embedding + encoder at ``encoder_lr_scale`` times the learning rate, the head at the full rate.
@@ -138,7 +144,7 @@ class SequenceClassifier(RecurrentModule):
             loss = F.cross_entropy(logits, targets)
         return loss, self.scores(logits), targets
 
-    def _step(self, batch: Batch, stage: str, metrics: MetricCollection) -> Tensor:
+    def _step(self, batch: Batch, stage: str, metrics: MetricCollection) -> tuple[Tensor, Tensor, Tensor]:
         loss, scores, targets = self._loss_and_scores(batch)
         metrics.update(scores.detach(), targets)
         on_step = stage == "train"
@@ -152,13 +158,40 @@ class SequenceClassifier(RecurrentModule):
             sync_dist=not on_step,
         )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(batch))
-        return loss
+        return loss, scores.detach(), targets
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.train_metrics)
+        return self._step(batch, "train", self.train_metrics)[0]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val", self.val_metrics)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "test", self.test_metrics)
+        _, scores, targets = self._step(batch, "test", self.test_metrics)
+        self.test_pictures.update(scores, targets, batch.tokens, batch.lengths)
+
+    def on_test_epoch_end(self) -> None:
+        folder = Path(self.trainer.default_root_dir) / "plots" if self.trainer.is_global_zero else None
+        self.test_pictures.publish(folder, self.loggers, self.global_step, self.codec, self.class_names)
+
+    # ---- what the classes are called travels with the model too (predict.py names them)
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.class_names is None and datamodule is not None:
+            self.class_names = getattr(datamodule, "class_names", None)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.class_names is not None:
+            checkpoint[CLASSES_KEY] = list(self.class_names)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        names = checkpoint.get(CLASSES_KEY)
+        if (
+            isinstance(names, list)
+            and len(names) == self.hparams.num_classes
+            and all(isinstance(n, str) for n in names)
+        ):
+            self.class_names = names

@@ -26,14 +26,11 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from rnnlab.data.batching import IGNORE_INDEX, Batch
-from rnnlab.data.codec import TextCodec
 from rnnlab.errors import ConfigError
 from rnnlab.models.base import OptimizerFactory, RecurrentModule, SchedulerFactory
 from rnnlab.models.encoder import EncoderSettings, SequenceEncoder, State
 from rnnlab.models.generation import generate
 from rnnlab.models.padding import step_mask
-
-CODEC_KEY = "rnnlab_codec"
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +129,6 @@ class LanguageModel(RecurrentModule):
             self.decoder = nn.Linear(hidden_size, vocab_size)
             if tie_weights:
                 self.decoder.weight = self.encoder.embedding.weight
-        self.codec: TextCodec | None = None
         tracked = ("loss", "acc", "loss_forward") if settings.bidirectional else ("loss", "acc")
         self.stats = nn.ModuleDict(
             {stage: nn.ModuleDict({k: MeanMetric() for k in tracked}) for stage in ("val", "test")}
@@ -280,20 +276,6 @@ class LanguageModel(RecurrentModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
-
-    # ---- vocabulary travels with the model
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if self.codec is None and datamodule is not None and hasattr(datamodule, "codec"):
-            self.codec = datamodule.codec
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.codec is not None:
-            checkpoint[CODEC_KEY] = self.codec.to_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if CODEC_KEY in checkpoint:
-            self.codec = TextCodec.from_dict(checkpoint[CODEC_KEY])
 
     def _log_sample(self) -> None:
         """A generated sample as TensorBoard text each validation, to see what the numbers mean."""

@@ -17,8 +17,9 @@ from typing import Any
 from torch import Tensor
 
 from rnnlab.errors import ConfigError
+from rnnlab.models.base import CODEC_KEY
 from rnnlab.models.encoder import EncoderSettings, SequenceEncoder
-from rnnlab.models.language_model import CODEC_KEY, LanguageModel
+from rnnlab.models.language_model import LanguageModel
 from rnnlab.runs.checkpoints import CONFIG_KEY, Checkpoint
 
 log = logging.getLogger(__name__)
