@@ -36,7 +36,7 @@ TINY_DATA = {
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_in_each_debug_mode(experiment, debug, compose_cfg, tmp_path):
     dataset = experiment.split("_")[0]
-    scratch = ("model.pretrained=null",) if "finetune" in experiment else ()  # from an LM: test_transfer
+    scratch = ("model.pretrained=null",) if "finetune" in experiment or "vat" in experiment else ()  # LM: test_transfer
     cfg = compose_cfg(f"experiment={experiment}", f"debug={debug}", *TINY_DATA[dataset], *scratch, output_dir=tmp_path)
     metrics = train(cfg)
     assert metrics["status"] == "completed"

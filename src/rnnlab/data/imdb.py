@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
 from rnnlab.data.base import CachedTextDataModule
@@ -151,6 +152,7 @@ class IMDBDataModule(CachedTextDataModule):
         lm_chunk_length: int = 256,
         reverse: bool = False,
         max_review_bytes: int = MAX_REVIEW_BYTES,
+        unlabelled_batches: bool = False,
         **common: Any,
     ):
         super().__init__(**common)
@@ -162,10 +164,13 @@ class IMDBDataModule(CachedTextDataModule):
             raise ConfigError(f"data.task={task!r} is not allowed; choose one of {', '.join(TASKS)}")
         if lm_chunk_length <= 0:
             raise ConfigError(f"data.lm_chunk_length must be positive, got {lm_chunk_length}")
+        if unlabelled_batches and (not unlabelled or task != "classify"):
+            raise ConfigError("data.unlabelled_batches=true needs data.unlabelled=true and data.task=classify")
         self.val_size, self.split_seed = val_size, split_seed
         self.min_freq, self.max_size, self.max_length = min_freq, max_size, max_length
         self.task, self.unlabelled, self.lm_chunk_length = task, unlabelled, lm_chunk_length
         self.reverse, self.max_review_bytes = reverse, max_review_bytes
+        self.unlabelled_batches = unlabelled_batches
         self.has_test_split = task == "classify"
         self.datasets: dict[str, RaggedSequences] = {}
 
@@ -246,8 +251,28 @@ class IMDBDataModule(CachedTextDataModule):
         self.datasets = {
             name: RaggedSequences.from_offsets(s["flat"], s["offsets"], s["labels"], max_length=self.max_length)
             for name, s in splits.items()
-            if name != "unsup"
+            if name != "unsup" or self.unlabelled_batches
         }
+
+    @property
+    def token_frequencies(self):
+        """How often each word occurs in the text the model learns from (train, and the unlabelled reviews)."""
+        splits = self.load_payload()["splits"]
+        counts = sum(
+            torch.bincount(splits[n]["flat"].long(), minlength=len(self.vocab))
+            for n in ("train", "unsup")
+            if n in splits
+        )
+        return counts.float() / counts.sum()
+
+    def train_dataloader(self):
+        """With ``unlabelled_batches``, each labelled batch comes with a batch of unlabelled reviews (virtual
+        adversarial training reads both); the epoch is the labelled set, the unlabelled ones are drawn
+        afresh every epoch."""
+        labelled = super().train_dataloader()
+        if not self.unlabelled_batches:
+            return labelled
+        return CombinedLoader({"labelled": labelled, "unlabelled": self._loader("unsup", train=True)}, mode="min_size")
 
     def _lm_pieces(self, parts: list[dict[str, torch.Tensor]]) -> RaggedSequences:
         flat, offsets = concat_ragged([(p["flat"], p["offsets"]) for p in parts])

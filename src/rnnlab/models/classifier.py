@@ -13,6 +13,7 @@ from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 
 from rnnlab.data.batching import Batch
 from rnnlab.errors import ConfigError
+from rnnlab.models.adversarial import MODES, adversarial_loss, normalized_embeddings, virtual_adversarial_loss
 from rnnlab.models.base import OptimizerFactory, RecurrentModule, SchedulerFactory
 from rnnlab.models.encoder import EncoderSettings, SequenceEncoder, check_positive
 from rnnlab.models.padding import step_mask
@@ -67,6 +68,12 @@ class SequenceClassifier(RecurrentModule):
         padding_idx: int | None = 0,
         encoder_lr_scale: float = 1.0,
         freeze_encoder_epochs: int = 0,
+        adversarial: str | None = None,
+        adv_epsilon: float = 5.0,
+        adv_weight: float = 1.0,
+        vat_xi: float = 1e-6,
+        vat_iterations: int = 1,
+        normalize_embeddings: bool | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
@@ -86,7 +93,16 @@ class SequenceClassifier(RecurrentModule):
                 f"model.encoder_lr_scale and model.freeze_encoder_epochs must not be negative, "
                 f"got {encoder_lr_scale} and {freeze_encoder_epochs}"
             )
+        if adversarial not in (None, *MODES) or adv_epsilon <= 0 or vat_xi <= 0 or vat_iterations < 1:
+            raise ConfigError(
+                f"model.adversarial={adversarial!r} (null | at | vat) needs model.adv_epsilon > 0, model.vat_xi > 0 "
+                f"and model.vat_iterations >= 1 (got {adv_epsilon}, {vat_xi}, {vat_iterations})"
+            )
         self.encoder = SequenceEncoder(vocab_size, settings, padding_idx)
+        # the paper's perturbation size assumes embeddings of a known scale: normalised by word frequency
+        self.normalized = adversarial is not None if normalize_embeddings is None else normalize_embeddings
+        if self.normalized:  # filled from the training data in setup(), then saved with the weights
+            self.register_buffer("token_frequencies", torch.zeros(vocab_size))
         features = self.encoder.output_size * len(POOLINGS[pooling])
         self.binary = num_classes == 2
         self.head = nn.Sequential(
@@ -122,7 +138,17 @@ class SequenceClassifier(RecurrentModule):
             self.encoder.requires_grad_(self.current_epoch >= self.hparams.freeze_encoder_epochs)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        outputs, _ = self.encoder(tokens, lengths)
+        return self.logits_from(self.embed(tokens), lengths)
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Token embeddings ``[B, T, E]``, frequency-normalised when the model is (adversarial training)."""
+        weight = self.encoder.embedding.weight
+        if self.normalized:
+            weight = normalized_embeddings(weight, self.token_frequencies)
+        return F.embedding(tokens, weight, padding_idx=self.encoder.embedding.padding_idx)
+
+    def logits_from(self, embedded: Tensor, lengths: Tensor) -> Tensor:
+        outputs, _ = self.encoder.encode(embedded, lengths)
         pooling = self.hparams.pooling
         parts = [self.encoder.final_features(outputs, lengths)] if "last" in POOLINGS[pooling] else []
         if pooling != "last":
@@ -135,21 +161,21 @@ class SequenceClassifier(RecurrentModule):
         """Probabilities: of the positive class ``[B]`` (binary) or of every class ``[B, C]``."""
         return torch.sigmoid(logits) if self.binary else logits.softmax(-1)
 
-    def _loss_and_scores(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        logits = self(batch.tokens, batch.lengths)
-        targets = batch.targets.long()
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         if self.binary:
-            loss = F.binary_cross_entropy_with_logits(logits, batch.targets.float())
-        else:
-            loss = F.cross_entropy(logits, targets)
-        return loss, self.scores(logits), targets
+            return F.binary_cross_entropy_with_logits(logits, targets.float())
+        return F.cross_entropy(logits, targets.long())
 
-    def _step(self, batch: Batch, stage: str, metrics: MetricCollection) -> tuple[Tensor, Tensor, Tensor]:
-        loss, scores, targets = self._loss_and_scores(batch)
+    def _step(
+        self, batch: Batch, stage: str, metrics: MetricCollection, embedded: Tensor | None = None, name: str = "loss"
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        embedded = self.embed(batch.tokens) if embedded is None else embedded
+        logits = self.logits_from(embedded, batch.lengths)
+        loss, scores, targets = self.loss(logits, batch.targets), self.scores(logits), batch.targets.long()
         metrics.update(scores.detach(), targets)
         on_step = stage == "train"
         self.log(
-            f"{stage}/loss",
+            f"{stage}/{name}",
             loss,
             on_step=on_step,
             on_epoch=not on_step,
@@ -160,8 +186,39 @@ class SequenceClassifier(RecurrentModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(batch))
         return loss, scores.detach(), targets
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.train_metrics)[0]
+    def training_step(self, batch: Batch | dict[str, Batch], batch_idx: int) -> Tensor:
+        """The supervised loss, plus with ``adversarial`` the adversarial (at) or virtual adversarial
+        (vat, on the labelled batch and the unlabelled one beside it) term, each logged on its own."""
+        labelled, unlabelled = (
+            (batch["labelled"], batch.get("unlabelled")) if isinstance(batch, dict) else (batch, None)
+        )
+        mode = self.hparams.adversarial
+        if mode is None:
+            return self._step(labelled, "train", self.train_metrics)[0]
+        embedded = self.embed(labelled.tokens)
+        supervised = self._step(labelled, "train", self.train_metrics, embedded, name="loss_supervised")[0]
+        epsilon = self.hparams.adv_epsilon
+        if mode == "at":
+            extra = adversarial_loss(
+                self.logits_from,
+                lambda logits: self.loss(logits, labelled.targets),
+                embedded,
+                labelled.lengths,
+                supervised,
+                epsilon,
+            )
+        else:
+            parts = [(embedded, labelled.lengths)]
+            if unlabelled is not None:  # the unlabelled reviews enter this term only, never the supervised loss
+                parts.append((self.embed(unlabelled.tokens), unlabelled.lengths))
+            xi, iterations = self.hparams.vat_xi, self.hparams.vat_iterations
+            extra = torch.stack(
+                [virtual_adversarial_loss(self.logits_from, e, n, epsilon, xi, iterations) for e, n in parts]
+            ).mean()
+        total = supervised + self.hparams.adv_weight * extra
+        self.log(f"train/loss_{mode}", extra.detach(), on_step=True, batch_size=len(labelled))
+        self.log("train/loss", total.detach(), on_step=True, prog_bar=True, batch_size=len(labelled))
+        return total
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val", self.val_metrics)
@@ -180,6 +237,12 @@ class SequenceClassifier(RecurrentModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.class_names is None and datamodule is not None:
             self.class_names = getattr(datamodule, "class_names", None)
+        if self.normalized and stage == "fit" and not self.token_frequencies.any():
+            if not hasattr(datamodule, "token_frequencies"):
+                raise ConfigError(
+                    "model.normalize_embeddings needs word frequencies: a DataModule that has them (IMDb)"
+                )
+            self.token_frequencies.copy_(datamodule.token_frequencies)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -157,8 +157,15 @@ class SequenceEncoder(nn.Module):
     def forward(
         self, tokens: Tensor, lengths: Tensor | None = None, state: State | None = None
     ) -> tuple[Tensor, State | None]:
-        x = self.embed_dropout(self.embedding(tokens))
-        ragged = lengths is not None and bool((lengths != tokens.size(1)).any())
+        return self.encode(self.embedding(tokens), lengths, state)
+
+    def encode(
+        self, embedded: Tensor, lengths: Tensor | None = None, state: State | None = None
+    ) -> tuple[Tensor, State | None]:
+        """The recurrent stack over embedded tokens ``[B, T, E]``: where a perturbation of the
+        embeddings (adversarial training) enters, before their dropout."""
+        x = self.embed_dropout(embedded)
+        ragged = lengths is not None and bool((lengths != x.size(1)).any())
         if self.bidirectional:
             if state is not None:
                 raise ConfigError("a bidirectional encoder cannot continue from a carried state")

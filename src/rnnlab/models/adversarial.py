@@ -1,0 +1,74 @@
+"""Adversarial and virtual adversarial training on word embeddings (Miyato, Dai & Goodfellow 2017).
+
+Both perturb the embedded review by a vector ``r`` of norm ``epsilon`` (one norm per review,
+over its real steps) in the direction that hurts the model most:
+- adversarial training (``at``): ``r`` follows the gradient of the supervised loss; the loss on
+  ``x + r`` with the true label is added to the objective (labelled reviews only);
+- virtual adversarial training (``vat``): ``r`` follows the direction that most changes the
+  model's own prediction, found by ``iterations`` steps of power iteration from a random vector
+  of norm ``xi``; the KL divergence between the predictions at ``x`` and ``x + r`` is added.
+  It needs no label, so unlabelled reviews take part too.
+The perturbation is meaningful only against a known embedding scale: the classifier normalises
+its embeddings by the word frequencies (``normalized_embeddings``), as the paper does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnlab.models.padding import step_mask
+
+MODES = ("at", "vat")
+
+Logits = Callable[[Tensor, Tensor], Tensor]  # (embedded [B, T, E], lengths [B]) -> logits
+
+
+def normalized_embeddings(weight: Tensor, frequencies: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each dimension of the embedding matrix centred and scaled by its frequency-weighted statistics."""
+    f = (frequencies / frequencies.sum().clamp(min=eps)).unsqueeze(1).to(weight.dtype)
+    mean = (f * weight).sum(0, keepdim=True)
+    var = (f * (weight - mean) ** 2).sum(0, keepdim=True)
+    return (weight - mean) / torch.sqrt(var + eps)
+
+
+def unit(direction: Tensor, lengths: Tensor) -> Tensor:
+    """``direction`` with unit L2 norm per review, counted over its real steps (padding stays zero)."""
+    direction = direction * step_mask(lengths, direction.size(1), direction.device).unsqueeze(-1)
+    norm = direction.flatten(1).norm(dim=1).clamp(min=1e-12)
+    return direction / norm.view(-1, *([1] * (direction.dim() - 1)))
+
+
+def kl_divergence(clean: Tensor, perturbed: Tensor) -> Tensor:
+    """Mean KL(p(clean) || p(perturbed)) over the batch; one logit means a Bernoulli."""
+    if clean.dim() == 1:
+        clean, perturbed = (
+            torch.stack([torch.zeros_like(clean), clean], -1),
+            torch.stack([torch.zeros_like(perturbed), perturbed], -1),
+        )
+    return F.kl_div(perturbed.log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="batchmean")
+
+
+def adversarial_loss(
+    logits: Logits, loss_of: Callable[[Tensor], Tensor], embedded: Tensor, lengths: Tensor, loss: Tensor, epsilon: float
+) -> Tensor:
+    """The supervised loss at ``embedded + r``, ``r`` the loss gradient's direction scaled to ``epsilon``."""
+    (grad,) = torch.autograd.grad(loss, embedded, retain_graph=True)
+    return loss_of(logits(embedded + epsilon * unit(grad.detach(), lengths), lengths))
+
+
+def virtual_adversarial_loss(
+    logits: Logits, embedded: Tensor, lengths: Tensor, epsilon: float, xi: float, iterations: int
+) -> Tensor:
+    """KL between the prediction at ``embedded`` (held fixed) and at ``embedded + r``."""
+    with torch.no_grad():
+        clean = logits(embedded, lengths)
+    direction = torch.randn_like(embedded)
+    for _ in range(iterations):  # power iteration: the direction the prediction is most sensitive to
+        probe = (xi * unit(direction, lengths)).requires_grad_()
+        kl = kl_divergence(clean, logits(embedded.detach() + probe, lengths))
+        (direction,) = torch.autograd.grad(kl, probe)
+    return kl_divergence(clean, logits(embedded + epsilon * unit(direction.detach(), lengths), lengths))

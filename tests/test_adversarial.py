@@ -1,0 +1,96 @@
+"""Adversarial (at) and virtual adversarial (vat) training on word embeddings."""
+
+import pytest
+import torch
+from test_transfer import TINY
+
+from rnnlab.data.batching import Batch
+from rnnlab.models.adversarial import kl_divergence, unit, virtual_adversarial_loss
+from rnnlab.models.classifier import SequenceClassifier
+from rnnlab.tasks.evaluate import evaluate
+from rnnlab.tasks.train import train
+
+SMALL = ("model.encoder.embed_dim=16", "model.encoder.hidden_size=24")
+
+
+def classifier(**kw) -> SequenceClassifier:
+    torch.manual_seed(0)
+    model = SequenceClassifier(vocab_size=30, encoder={"embed_dim": 8, "hidden_size": 12}, pooling="meanmax", **kw)
+    if model.normalized:
+        model.token_frequencies.copy_(torch.rand(30) + 0.1)
+    return model.eval()  # no dropout: the same input gives the same prediction
+
+
+def test_the_perturbation_has_the_configured_norm_and_points_uphill():
+    model = classifier(adversarial="at", adv_epsilon=0.5)
+    tokens, lengths = torch.randint(1, 30, (4, 9)), torch.tensor([9, 5, 7, 3])
+    targets = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    embedded = model.embed(tokens).detach().requires_grad_()
+    loss = model.loss(model.logits_from(embedded, lengths), targets)
+    (grad,) = torch.autograd.grad(loss, embedded)
+    r = 0.5 * unit(grad, lengths)
+    assert torch.allclose(r.flatten(1).norm(dim=1), torch.full((4,), 0.5), atol=1e-5)
+    assert (r[1, 5:] == 0).all() and (r[3, 3:] == 0).all()  # padding is never perturbed
+    with torch.no_grad():
+        assert model.loss(model.logits_from(embedded + r, lengths), targets) > loss  # uphill
+        assert model.loss(model.logits_from(embedded - r, lengths), targets) < loss
+
+
+def test_the_embeddings_are_normalised_by_word_frequency():
+    model = classifier(adversarial="vat")
+    from rnnlab.models.adversarial import normalized_embeddings
+
+    weight = normalized_embeddings(model.encoder.embedding.weight, model.token_frequencies)
+    f = (model.token_frequencies / model.token_frequencies.sum()).unsqueeze(1)
+    assert torch.allclose((f * weight).sum(0), torch.zeros(8), atol=1e-5)
+    assert torch.allclose((f * weight**2).sum(0), torch.ones(8), atol=1e-3)
+
+
+def test_vat_kl_is_zero_without_a_perturbation_and_grows_with_one():
+    model = classifier(adversarial="vat")
+    tokens, lengths = torch.randint(1, 30, (3, 6)), torch.tensor([6, 4, 2])
+    embedded = model.embed(tokens)
+    logits = model.logits_from(embedded, lengths)
+    assert kl_divergence(logits, model.logits_from(embedded + 0.0, lengths)).item() == pytest.approx(0.0, abs=1e-7)
+    tiny = virtual_adversarial_loss(model.logits_from, embedded, lengths, 1e-3, 1e-6, 1)
+    large = virtual_adversarial_loss(model.logits_from, embedded, lengths, 5.0, 1e-6, 1)
+    assert 0 <= tiny < large
+
+
+def test_unlabelled_reviews_reach_the_vat_term_and_never_the_supervised_loss():
+    model = classifier(adversarial="vat").train()
+    model.log = lambda *args, **kwargs: None  # no trainer here to log to
+    model.log_dict = lambda *args, **kwargs: None
+    labelled = Batch(torch.randint(1, 30, (2, 5)), torch.tensor([5, 3]), torch.tensor([1.0, 0.0]))
+    unlabelled = Batch(torch.randint(1, 30, (3, 4)), torch.tensor([4, 4, 2]), torch.full((3,), -1.0))
+    seen = []
+    logits_from = model.logits_from
+    model.logits_from = lambda e, n: (seen.append(e.size(0)), logits_from(e, n))[1]
+    losses = []
+    loss = model.loss
+    model.loss = lambda logits, targets: (losses.append(targets.clone()), loss(logits, targets))[1]
+    total = model.training_step({"labelled": labelled, "unlabelled": unlabelled}, 0)
+    assert total.requires_grad and 3 in seen  # the unlabelled batch went through the model
+    assert all(torch.equal(t, labelled.targets) for t in losses)  # only the labels of the labelled batch
+
+
+@pytest.mark.parametrize("mode", ["at", "vat"])
+def test_each_mode_trains_and_its_checkpoint_evaluates_as_any_other(mode, compose_cfg, tmp_path):
+    run = tmp_path / mode
+    cfg = compose_cfg(
+        "experiment=imdb_vat",
+        "model.pretrained=null",
+        f"model.adversarial={mode}",
+        *TINY,
+        *SMALL,
+        "trainer.max_epochs=1",
+        output_dir=run,
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and "test/acc" in metrics
+    logged = torch.load(metrics["best_checkpoint"], weights_only=True)
+    assert logged["state_dict"]["token_frequencies"].sum() == pytest.approx(1.0)  # normalised by the training text
+    again = evaluate(
+        compose_cfg(f"ckpt_path={metrics['best_checkpoint']}", config_name="eval", output_dir=tmp_path / "e")
+    )
+    assert again["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
