@@ -64,6 +64,19 @@ def make_encoder(vocab_size: int, padding_idx: int | None = None, **settings) ->
     return SequenceEncoder(vocab_size, EncoderSettings(**settings), padding_idx)
 
 
+# a char language model on the tiny novel in four steps: what tests that need any trained LM run
+TINY_NOVEL_LM = (
+    "experiment=novel_lstm",
+    "data.filename=tiny.txt",
+    "data.seq_length=12",
+    "data.val_fraction=0.1",
+    "data.test_fraction=0.1",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "model.encoder.embed_dim=8",
+    "model.encoder.hidden_size=8",
+)
+
 NOVEL_BODY = (
     "The island was silent. The engineer looked at the sea, and the sailor looked at the sky.\n"
     "Captain Nemo had left them a chest of tools; the boy counted them twice.\n"

@@ -17,18 +17,10 @@ from rnnlab.errors import RnnlabError
 from rnnlab.reporting.rerun import likely_cause, rerun
 from rnnlab.runs.folder import job_dirs
 
-from conftest import REPO, SCRIPTS, write_tiny_news, write_tiny_novel
+from conftest import REPO, SCRIPTS, TINY_NOVEL_LM, write_tiny_news, write_tiny_novel
 
 QUICK = [
-    "experiment=novel_lstm",
-    "data.filename=tiny.txt",
-    "data.seq_length=12",
-    "data.val_fraction=0.1",
-    "data.test_fraction=0.1",
-    "trainer.max_steps=4",
-    "trainer.val_check_interval=2",
-    "model.encoder.embed_dim=8",
-    "model.encoder.hidden_size=8",
+    *TINY_NOVEL_LM,
     "model.sample_prompt=null",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",

@@ -14,7 +14,7 @@ import pytest
 
 from rnnlab.reporting.curves import job_label
 
-from conftest import SCRIPTS
+from conftest import SCRIPTS, TINY_NOVEL_LM
 
 TRAIN = ["data.val_size=8", "data.batch_size=8", "trainer.max_epochs=2", "trainer.enable_progress_bar=false"]
 
@@ -37,12 +37,7 @@ def trained(tiny_data_dir, tmp_path_factory) -> dict[str, Path]:
     assert clf.returncode == 0, clf.stderr[-2000:]
     lm = script(
         "train.py",
-        "experiment=novel_lstm",
-        "data.filename=tiny.txt",
-        "data.val_fraction=0.1",
-        "data.test_fraction=0.1",
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=2",
+        *TINY_NOVEL_LM,
         "trainer.enable_progress_bar=false",
         *common,
         cwd=root,

@@ -17,7 +17,7 @@ from rnnlab.runs.folder import job_dirs
 from rnnlab.tasks.evaluate import evaluate
 from rnnlab.tasks.train import train
 
-from conftest import SCRIPTS
+from conftest import SCRIPTS, TINY_NOVEL_LM
 
 SCRIPT = SCRIPTS / "train.py"
 QUICK = [
@@ -104,22 +104,7 @@ def test_ckpt_path_continues_a_run(compose_cfg, tmp_path):
 
 def test_tensorboard_has_scalars_hparams_and_a_text_sample(compose_cfg, tmp_path):
     run_dir = tmp_path / "lm"
-    train(
-        compose_cfg(
-            "experiment=novel_lstm",
-            "data.filename=tiny.txt",
-            "data.seq_length=12",
-            "data.val_fraction=0.1",
-            "data.test_fraction=0.1",
-            "trainer.max_steps=4",
-            "trainer.val_check_interval=2",
-            "trainer.log_every_n_steps=1",
-            "model.encoder.embed_dim=8",
-            "model.encoder.hidden_size=8",
-            "model.sample_length=12",
-            output_dir=run_dir,
-        )
-    )
+    train(compose_cfg(*TINY_NOVEL_LM, "trainer.log_every_n_steps=1", "model.sample_length=12", output_dir=run_dir))
     scalars, texts, plugins, val_steps = set(), set(), set(), []
     for events in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "tensors": 0})

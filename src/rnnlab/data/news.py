@@ -1,6 +1,6 @@
 """Word-level language modelling on HuffPost News Category ``short_description`` (JSON lines).
 
-The tutorial's normalisation and vocabulary, without its waste: sequences are stored
+The news word-LM tutorial's normalisation and vocabulary, without its waste: sequences are stored
 ragged and padded per batch (length-bucketed), never to a fixed 256.
 Takes the full Kaggle file (209,527 records) or any subset in the same format.
 """
@@ -149,7 +149,7 @@ class NewsDataModule(CachedTextDataModule):
         n_val, n_test = max(int(len(records) * self.val_fraction), 1), max(int(len(records) * self.test_fraction), 1)
         n_train = len(records) - n_val - n_test
         split_ids = {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :]}
-        # the tutorial: <unk> + the (max_words - 1) most frequent words, then <pad> appended
+        # as the news tutorial: <unk> + the (max_words - 1) most frequent words, then <pad> appended
         vocab, lookup = Vocabulary.from_ids(
             [records[i] for i in split_ids["train"]],
             words,

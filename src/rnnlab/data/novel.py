@@ -1,7 +1,7 @@
 """Char-level language modelling on a novel (default: Verne, *The Mysterious Island*, Gutenberg #1268).
 
 Two ways to batch the same text:
-- windows (the book): every ``seq_length + 1`` characters at ``stride``, shuffled;
+- windows (Raschka et al., ch. 15): every ``seq_length + 1`` characters at ``stride``, shuffled;
 - streams (stateful truncated BPTT): the text cut into ``batch_size`` contiguous
   streams, consecutive batches continuing each stream, so a model can carry its state.
 Validation and test are a contiguous tail of the text: no training window overlaps it.

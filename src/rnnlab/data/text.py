@@ -1,4 +1,5 @@
-"""Tokenisers of the source tutorials and a vocabulary that maps tokens to ids and back."""
+"""The tokenisers of the sources (Raschka et al.'s review tokeniser, the news word-LM tutorial's
+normalisation) and a vocabulary that maps tokens to ids and back."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def imdb_tokenize(text: str) -> list[str]:
     """Raschka's review tokeniser: drop HTML tags, keep emoticons, ``[\\W]+`` to space, lower-case.
 
     Emoticons are found on the original text (so ``:D`` and ``:P`` survive, as in the
-    book's chapter 8) and appended as separate tokens without their ``-`` nose.
+    book's chapter 8, Raschka et al.) and appended as separate tokens without their ``-`` nose.
     """
     text = _HTML_TAG.sub("", text)
     emoticons = [e.replace("-", "") for e in _EMOTICON.findall(text)]

@@ -1,9 +1,10 @@
-"""What the LightningModules share: the encoder built from flat hyper-parameters, and an
-optimizer / LR schedule that come from the config as partials (never hard-coded here)."""
+"""What the LightningModules share: hyper-parameters saved as plain data, the codec that travels in
+their checkpoints, and an optimizer / LR schedule that come from the config as partials."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -12,6 +13,7 @@ from torch import nn
 
 from rnnlab.data.codec import TextCodec
 from rnnlab.errors import ConfigError
+from rnnlab.models.encoder import EncoderSettings
 from rnnlab.models.schedules import wants_total_steps
 
 CODEC_KEY = "rnnlab_codec"
@@ -34,6 +36,14 @@ class RecurrentModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
+
+    def save_settings(self, encoder: Mapping[str, Any] | EncoderSettings | None) -> EncoderSettings:
+        """Save the subclass constructor's arguments as hyper-parameters, the encoder's settings as a
+        plain dict (a checkpoint then loads as data only), and return those settings checked."""
+        settings = EncoderSettings.of(encoder)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False, frame=inspect.currentframe().f_back)
+        self.hparams["encoder"] = settings.as_dict()
+        return settings
 
     # ---- the vocabulary travels with the model: a checkpoint reads new text without its DataModule
     def setup(self, stage: str) -> None:

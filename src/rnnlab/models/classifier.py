@@ -79,10 +79,8 @@ class SequenceClassifier(RecurrentModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
     ):
-        settings = EncoderSettings.of(encoder)
-        encoder = settings.as_dict()  # saved below as plain values: checkpoints then load as data only
         super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        settings = self.save_settings(encoder)
         if pooling not in POOLINGS:
             raise ConfigError(f"model.pooling={pooling!r} is not allowed; choose one of {', '.join(POOLINGS)}")
         check_positive(fc_hidden=fc_hidden)

@@ -2,7 +2,7 @@
 
 The prompt is consumed once; then each new token costs one recurrent step with the
 carried state (the prefix is never recomputed). ``temperature`` divides the logits,
-which is the book's scale factor ``alpha = 1 / temperature``.
+which is Raschka et al.'s scale factor (ch. 15) ``alpha = 1 / temperature``.
 """
 
 from __future__ import annotations

@@ -63,8 +63,8 @@ def outside_autocast(hidden: Tensor) -> Iterator[Tensor]:
     """``hidden`` in float32 with autocast off: ``nn.AdaptiveLogSoftmaxWithLoss`` is not autocast-safe.
 
     Under CUDA mixed precision its half-precision rows meet float32 log-probabilities in one
-    ``index_copy_`` and training stops (seen on an H200 with 16-mixed and bf16-mixed). The head
-    is a small part of the cost, so it runs in full precision rather than being patched.
+    ``index_copy_`` and training stops (16-mixed and bf16-mixed alike). The head is a small part
+    of the cost, so it runs in full precision rather than being patched.
     """
     with torch.autocast(hidden.device.type, enabled=False):
         yield hidden.float()
@@ -97,10 +97,8 @@ class LanguageModel(RecurrentModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
     ):
-        settings = EncoderSettings.of(encoder)
-        encoder = settings.as_dict()  # saved below as plain values: checkpoints then load as data only
         super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        settings = self.save_settings(encoder)
         if settings.bidirectional and (settings.num_layers != 1 or stateful):
             raise ConfigError(
                 f"model.encoder.bidirectional=true needs model.encoder.num_layers=1 and model.stateful=false for a "
@@ -168,8 +166,8 @@ class LanguageModel(RecurrentModule):
         """Cross-entropy over the real targets of every direction, in one pass through the output layer.
 
         With an adaptive head the argmax is a second pass over the head and, for rows whose
-        best guess is a tail cluster, over that cluster (measured: 70 % of an IMDb LM step early
-        in training); ``accuracy=False`` skips it.
+        best guess is a tail cluster, over that cluster (most of a step's cost early in training,
+        when many guesses fall in a tail cluster); ``accuracy=False`` skips it.
         """
         outputs, state = self.encoder(batch.tokens, batch.lengths, state)
         if self.encoder.bidirectional:

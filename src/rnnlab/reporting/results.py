@@ -26,6 +26,8 @@ from rnnlab.io import atomic_write_json, atomic_write_text
 from rnnlab.reporting.tables import markdown_table
 from rnnlab.runs.folder import defining_overrides, read_metrics, read_overrides, read_provenance
 
+# overrides that change where files go or what the terminal shows, never a figure: left out of a row's command
+DISPLAY_ONLY = ("paths.", "trainer.enable_progress_bar", "trainer.enable_model_summary")
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 FORMATS = {
     "pct": lambda v: f"{100 * v:.2f} %",
@@ -71,7 +73,7 @@ def summarize(run_dir: Path, table: str, row: str, order: int = 0, note: str | N
     if not record:
         raise RnnlabError(f"{run_dir} has no provenance.json: its code and machine are unknown")
     code = record.get("code") or {}
-    overrides = [o for o in defining_overrides(read_overrides(run_dir) or []) if not o.startswith("paths.")]
+    overrides = [o for o in defining_overrides(read_overrides(run_dir) or []) if not o.startswith(DISPLAY_ONLY)]
     summary = {
         "table": table,
         "row": row,

@@ -3,7 +3,7 @@
 The checkpoint carries the config it was trained with, so evaluation rebuilds the
 same DataModule (with this machine's data and cache folders) and the same model class.
 ``+data.<key>=`` and ``+model.<key>=`` measure it under another protocol (e.g. a stateful
-char model scored on independent windows, as the tutorial scores them).
+char model scored on independent windows, as Raschka et al., ch. 15, scores them).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from rnnlab.runs.checkpoints import Checkpoint
 
 
 def sampling_temperature(temperature: float, scale_factor: float | None) -> float:
-    """The book's scale factor alpha multiplies the logits: the same as temperature = 1 / alpha."""
+    """Raschka et al.'s scale factor alpha (ch. 15) multiplies the logits: the same as temperature = 1 / alpha."""
     if scale_factor is None:
         return temperature
     if scale_factor <= 0:
