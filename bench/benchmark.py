@@ -32,6 +32,7 @@ from rnnlab.builders import build_datamodule, build_model, build_trainer
 from rnnlab.data.batching import IGNORE_INDEX, Batch
 from rnnlab.data.sources import resolve_data_dir
 from rnnlab.io import atomic_write_json, atomic_write_text
+from rnnlab.runs.provenance import cpu_description
 
 # the tutorials' own loops, kept beside this tool so a clone reproduces docs/benchmarks.md
 DEFAULT_REFERENCE = Path(__file__).with_name("seed_reference.py")
@@ -329,7 +330,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_description()["model"],  # the CPU's name: platform.processor() is often just the arch
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu_count": _cpu_count(),
