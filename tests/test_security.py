@@ -131,12 +131,16 @@ def test_no_entry_point_runs_code_from_a_checkpoint(kind, tiny_data_dir, classif
         plain_dict_checkpoint(ckpt, marker, "subprocess.Popen", "rnnlab.data.imdb.IMDBDataModule")
     cache = tmp_path / "cache"
     for name, cmd in commands(ckpt, tiny_data_dir, cache, tmp_path, classifier_checkpoint).items():
-        if kind != "pickled code" and name == "resume":
-            continue  # Lightning restores weights only; it builds nothing a checkpoint names
         proc = run_script(*cmd, cwd=tmp_path)
         assert not marker.exists(), f"{name}: the checkpoint ran code"
         assert proc.returncode != 0, f"{name}: exited 0"
         last = proc.stderr.strip().splitlines()[-1]
+        if kind != "pickled code" and name == "resume":  # Lightning builds nothing a checkpoint names, and
+            assert (
+                last == f"error: {ckpt}: not a training checkpoint (it has no 'pytorch-lightning_version'); "
+                "continue from <run>/checkpoints/last.ckpt or a best-*.ckpt that train.py wrote"
+            ), last
+            continue  # a file it could not continue from is refused by name before anything is built
         assert last.startswith("error: ") and "refused" in last and str(ckpt) in last, (name, proc.stderr[-1500:])
         if kind == "pickled code":
             assert "trust_checkpoint=true" in last and "posix.system" in last, (name, last)

@@ -89,6 +89,24 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
     return content
 
 
+RESUMABLE_KEYS = ("pytorch-lightning_version", "state_dict")
+
+
+def check_resumable(path: str, trust: bool = False) -> None:
+    """Refuse, before anything is built, a ``ckpt_path`` that Lightning could not continue from.
+
+    Lightning would fail deep in its checkpoint migration with a bare ``KeyError``; a URL is left to
+    Lightning, which reads it as data only too."""
+    if "://" in path:
+        return
+    missing = [key for key in RESUMABLE_KEYS if key not in load_checkpoint(path, trust)]
+    if missing:
+        raise RnnlabError(
+            f"{path}: not a training checkpoint (it has no {', '.join(map(repr, missing))}); continue from "
+            f"<run>/checkpoints/last.ckpt or a best-*.ckpt that train.py wrote"
+        )
+
+
 def allowed_class(registry: Mapping[str, type], target: Any, path: Path, key: str) -> type:
     """The class a checkpoint names, if it is one of rnnlab's own; refused by name otherwise."""
     if isinstance(target, str) and target in registry:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.builders import build_callbacks, build_datamodule, build_logger, build_model, build_trainer, resolved
 from rnnlab.errors import ConfigError
-from rnnlab.runs.checkpoints import StoreRunRecord, refusal
+from rnnlab.runs.checkpoints import StoreRunRecord, check_resumable, refusal
 from rnnlab.runs.folder import check_output_dir
 from rnnlab.runs.record import RunRecord, scalar_metrics
 from rnnlab.runs.resume import previous_outcome
@@ -42,6 +42,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         if outcome == "continue":
             log.info("resume: continuing %s from %s", output_dir, found)
             ckpt_path = str(found)
+    if ckpt_path:
+        check_resumable(ckpt_path, trust=cfg.trust_checkpoint)
 
     with RunRecord(output_dir, seed=cfg.get("seed")) as run:
         run.start(checked(cfg))
