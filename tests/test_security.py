@@ -140,6 +140,7 @@ def test_no_entry_point_runs_code_from_a_checkpoint(kind, tiny_data_dir, classif
                 last == f"error: {ckpt}: not a training checkpoint (it has no 'pytorch-lightning_version'); "
                 "continue from <run>/checkpoints/last.ckpt or a best-*.ckpt that train.py wrote"
             ), last
+            assert "run not started:" in proc.stdout + proc.stderr and "resume=true" not in proc.stdout + proc.stderr
             continue  # a file it could not continue from is refused by name before anything is built
         assert last.startswith("error: ") and "refused" in last and str(ckpt) in last, (name, proc.stderr[-1500:])
         if kind == "pickled code":

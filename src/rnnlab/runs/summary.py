@@ -31,6 +31,8 @@ def resume_command(argv: list[str], folder_override: str) -> str:
 
 def summary_lines(output_dir: Path, logdir: Path, monitor: str, argv: list[str], folder_override: str) -> list[str]:
     metrics = read_metrics(output_dir) or {}
+    if not metrics:  # refused before anything was built (the error is the line above): nothing to resume
+        return [f"run not started:  {output_dir}"]
     status = metrics.get("status", "unknown")
     lines = [f"run {status}:  {output_dir}"]
     if status in ("completed", "pruned"):
