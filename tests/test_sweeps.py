@@ -119,6 +119,8 @@ def test_two_processes_share_one_study_and_a_stale_trial_runs_again(tiny_data_di
     assert len({t.number for t in trials}) == len(trials)
     rerun = [t for t in trials[1:] if t.params == orphan.params]
     assert rerun and rerun[0].state.name == "COMPLETE"  # the interrupted configuration ran again
+    drawn = [t.params["model.optimizer.lr"] for t in trials[1:] if t.params != orphan.params]
+    assert len(set(drawn)) == len(drawn) == len(trials) - 2  # the two commands never drew the same value
     ran = [len(job_dirs(tmp_path / f"p{i}")) for i in range(2)]
     assert all(n >= 1 for n in ran) and sum(ran) == len(trials) - 1
     assert "left running by a process that is gone" in "".join(outputs)

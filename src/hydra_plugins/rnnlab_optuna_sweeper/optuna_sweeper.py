@@ -72,6 +72,15 @@ def to_plain(node: Any) -> dict[str, Any] | None:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def suggest(trial: Any, name: str, dist: Any) -> Any:
+    """``trial.suggest_*`` for one of the distributions ``distribution()`` makes (a queued trial gets its value)."""
+    if hasattr(dist, "choices"):
+        return trial.suggest_categorical(name, dist.choices)
+    integer = isinstance(dist, optuna_module().distributions.IntDistribution)
+    suggest_number = trial.suggest_int if integer else trial.suggest_float
+    return suggest_number(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
 def quoted(value: str) -> str:
     """A value for an override: quoted when the override grammar would read it otherwise."""
     return value if all(c.isalnum() or c in "_-./" for c in value) else "'" + value.replace("'", "\\'") + "'"
@@ -117,7 +126,7 @@ class OptunaSweeper(Sweeper):
         study = optuna.create_study(
             study_name=self.study_name,
             storage=open_storage(self.storage),
-            sampler=instantiate(self.sampler) if self.sampler else None,
+            sampler=self._sampler(0),  # replaced for each trial (``_ask``)
             pruner=build_pruner(pruner),
             direction=self.direction,
             load_if_exists=True,
@@ -128,6 +137,27 @@ class OptunaSweeper(Sweeper):
                 study.enqueue_trial({k: self._as_choice(space.get(k), v) for k, v in params.items()})
         self._requeue_stale(study)
         return study
+
+    def _sampler(self, trial_number: int) -> Any:
+        """The sampler for one trial, its seed moved on by the trial's number.
+
+        One seeded stream per command would hand two commands sharing a study the same
+        configurations; the storage numbers trials uniquely, so a seed per trial number gives every
+        trial of a shared study its own draw and keeps one command's search reproducible."""
+        if not self.sampler:
+            return None
+        config = dict(to_plain(self.sampler))
+        if isinstance(config.get("seed"), int):
+            config["seed"] += trial_number
+        return instantiate(config)
+
+    def _ask(self, study, space: dict[str, Any]):
+        """A new trial (or a queued one), then its parameters drawn by the sampler seeded for its number."""
+        trial = study.ask()
+        study.sampler = self._sampler(trial.number) or study.sampler
+        for name, dist in space.items():
+            suggest(trial, name, dist)
+        return trial
 
     def _requeue_stale(self, study) -> None:
         """Trials left RUNNING by a process of this machine that died: failed, their parameters queued again."""
@@ -179,7 +209,7 @@ class OptunaSweeper(Sweeper):
             self.n_trials,
         )
         while (budget := self.n_trials - self._counted(study)) > 0:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, budget))]
+            trials = [self._ask(study, space) for _ in range(min(self.n_jobs, budget))]
             for trial in trials:
                 trial.set_user_attr("rnnlab_owner", owner())
             self._run(study, trials, fixed)
