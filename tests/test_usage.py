@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rnnlab.cli import dir_suffix
 from rnnlab.reporting.curves import job_label
 
 from conftest import SCRIPTS, TINY_NOVEL_LM
@@ -124,3 +125,13 @@ def test_eval_generate_and_predict_write_nothing_into_the_current_folder(trained
 def test_report_legends_name_overrides_not_paths():
     row = pd.Series({"model.pretrained": "/home/me/outputs/lm/2026/checkpoints/best-004.ckpt", "seed": "1"})
     assert job_label(row, ["model.pretrained", "seed"]) == "model.pretrained=best-004.ckpt"
+
+
+def test_legends_and_folder_names_show_a_drawn_float_to_four_digits():
+    """A search draws values like 0.006185222264775259; a reader needs 0.006185, in the legend and the folder."""
+    row = pd.Series({"model.optimizer.lr": "0.006185222264775259", "model.pooling": "concat"})
+    assert (
+        job_label(row, ["model.optimizer.lr", "model.pooling"]) == "model.optimizer.lr=0.006185, model.pooling=concat"
+    )
+    assert dir_suffix("model.optimizer.lr=0.006185222264775259,seed=2") == "_model.optimizer.lr-0.006185+seed-2"
+    assert dir_suffix("data.reverse=true,trainer.max_epochs=6") == "_data.reverse-true+trainer.max_epochs-6"

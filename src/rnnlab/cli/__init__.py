@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.ddp import preserved_environment
 from rnnlab.errors import RnnlabError
+from rnnlab.runs.folder import short_value
 
 log = logging.getLogger("rnnlab")
 
@@ -36,7 +37,7 @@ def run_name(experiment: str | None, job_name: str) -> str:
 def dir_suffix(override_dirname: str) -> str:
     """``_<key>-<value>+<key>-<value>`` for a folder name, from Hydra's ``key=value,key=value``.
 
-    A path value is shortened to its file name and every character outside ``[A-Za-z0-9_.+-]``
+    A value is shortened as in a legend (``short_value``) and every character outside ``[A-Za-z0-9_.+-]``
     becomes ``-``: the folder's path can then be passed back as an override (``ckpt_path=...``)
     without quoting (``=`` and ``,`` are override syntax) on any file system. Nothing when no
     override was given.
@@ -46,8 +47,7 @@ def dir_suffix(override_dirname: str) -> str:
     items = []
     for item in override_dirname.split(","):
         key, _, value = item.partition("=")
-        value = value.rstrip("/").rsplit("/", 1)[-1] if "/" in value else value
-        items.append(f"{key.lstrip('+~')}-{value}")
+        items.append(f"{key.lstrip('+~')}-{short_value(value)}")
     return "_" + re.sub(r"[^\w.+-]", "-", "+".join(items))[:SUFFIX_CHARS]
 
 

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from rnnlab.io import atomic_write  # noqa: E402
-from rnnlab.runs.folder import job_id  # noqa: E402
+from rnnlab.runs.folder import job_id, short_value  # noqa: E402
 
 
 def read_scalars(tensorboard_dir: Path, tag: str) -> dict[int, float]:
@@ -32,14 +32,8 @@ def job_label(row: pd.Series | None, override_keys: list[str]) -> str:
     """The overrides that tell a configuration apart (not the seed; a path shown by its file name)."""
     if row is None:
         return "all"
-    parts = [f"{k}={short(row[k])}" for k in override_keys if k != "seed" and k in row and pd.notna(row[k])]
+    parts = [f"{k}={short_value(row[k])}" for k in override_keys if k != "seed" and k in row and pd.notna(row[k])]
     return ", ".join(parts) or "all"
-
-
-def short(value: object) -> str:
-    """A value for a legend: an absolute path means nothing to a reader, its file name does."""
-    text = str(value)
-    return text.rstrip("/").rsplit("/", 1)[-1] if "/" in text else text
 
 
 def line_styles(count: int) -> list[tuple[str, str]]:

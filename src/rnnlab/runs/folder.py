@@ -31,6 +31,19 @@ NOT_DEFINING = ("hydra", "resume", "ckpt_path", "trust_checkpoint", "tune")
 MAX_RECORD_BYTES = 1 << 20  # a metrics.json or overrides.yaml is a few KB
 
 
+def short_value(text: str) -> str:
+    """An override's value as a reader wants it in a folder name or a legend: a path by its file
+    name, a float a search drew (``0.006185222264775259``) to four significant digits."""
+    text = str(text)
+    if "/" in text:
+        return text.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return f"{number:.4g}" if "." in text and len(text) > 8 else text
+
+
 def check_output_dir(path: str | Path) -> Path:
     """Fail before training when results could not be written (read-only disk, a file in the way)."""
     path = Path(path)
