@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from rnnlab.cli import dir_suffix
+from rnnlab.errors import ConfigError
 from rnnlab.reporting.curves import job_label
 
 from conftest import SCRIPTS, TINY_NOVEL_LM
@@ -135,3 +136,18 @@ def test_legends_and_folder_names_show_a_drawn_float_to_four_digits():
     )
     assert dir_suffix("model.optimizer.lr=0.006185222264775259,seed=2") == "_model.optimizer.lr-0.006185+seed-2"
     assert dir_suffix("data.reverse=true,trainer.max_epochs=6") == "_data.reverse-true+trainer.max_epochs-6"
+
+
+def test_a_csv_row_with_unquoted_commas_is_an_error_not_a_silent_index(tmp_path):
+    """pandas would make the first field an index and hand predict an empty text for that row."""
+    from omegaconf import OmegaConf
+
+    from rnnlab.tasks.predict import read_inputs
+
+    bad = tmp_path / "reviews.csv"
+    bad.write_text("text\nA wonderful, moving film.\nDull.\n")
+    with pytest.raises(ConfigError, match=r"reviews.csv: a row has more fields than the header; .* double quotes"):
+        read_inputs(OmegaConf.create({"input": str(bad), "column": None}))
+    bad.write_text('text\n"A wonderful, moving film."\nDull.\n')
+    frame, column = read_inputs(OmegaConf.create({"input": str(bad), "column": None}))
+    assert frame[column].tolist() == ["A wonderful, moving film.", "Dull."]

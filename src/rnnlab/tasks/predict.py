@@ -16,6 +16,7 @@ import csv
 import io
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,15 @@ def read_inputs(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     if not path.is_file():
         raise ConfigError(f"input={path}: no such file")
     if path.suffix.lower() == ".csv":
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        with warnings.catch_warnings():  # pandas would quietly make an index of a row's extra fields
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            try:
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
+            except (pd.errors.ParserWarning, pd.errors.ParserError) as exc:
+                raise ConfigError(
+                    f"input={path}: a row has more fields than the header; a text that holds commas goes in "
+                    f'double quotes ("like, this")'
+                ) from exc
         column = cfg.get("column") or ("text" if "text" in frame.columns else None)
         if column not in frame.columns:
             raise ConfigError(
