@@ -69,17 +69,18 @@ def refusal(path: str | Path, exc: pickle.UnpicklingError) -> UntrustedCheckpoin
     )
 
 
-def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
-    """The checkpoint's content, read as data only unless ``trust`` (an explicit per-command opt-in)."""
+def load_checkpoint(path: str | Path, trust: bool = False, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint's content, read as data only unless ``trust`` (an explicit per-command opt-in);
+    ``mmap`` maps its tensors instead of reading them, for a look at its keys."""
     path = Path(path)
     if not path.is_file():
         raise RnnlabError(f"checkpoint not found: {path} (pass ckpt_path=<run>/checkpoints/last.ckpt or a best-*.ckpt)")
     if trust:
         log.warning("%s: trust_checkpoint=true, so it is fully unpickled: any code it names runs now", path)
-        content = torch.load(path, map_location="cpu", weights_only=False)
+        content = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     else:
         try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
+            content = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as exc:
             raise refusal(path, exc) from exc
         except Exception as exc:  # truncated, not a torch file at all, a zip with missing records
@@ -99,7 +100,8 @@ def check_resumable(path: str, trust: bool = False) -> None:
     Lightning, which reads it as data only too."""
     if "://" in path:
         return
-    missing = [key for key in RESUMABLE_KEYS if key not in load_checkpoint(path, trust)]
+    content = load_checkpoint(path, trust, mmap=True)  # Lightning reads the whole file right after: map it here
+    missing = [key for key in RESUMABLE_KEYS if key not in content]
     if missing:
         raise RnnlabError(
             f"{path}: not a training checkpoint (it has no {', '.join(map(repr, missing))}); continue from "
