@@ -71,7 +71,7 @@ class SequenceClassifier(RecurrentModule):
         adversarial: str | None = None,
         adv_epsilon: float = 5.0,
         adv_weight: float = 1.0,
-        vat_xi: float = 1e-6,
+        vat_xi: float = 0.1,
         vat_iterations: int = 1,
         normalize_embeddings: bool | None = None,
         optimizer: OptimizerFactory | None = None,
