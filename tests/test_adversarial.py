@@ -1,13 +1,17 @@
 """Adversarial (at) and virtual adversarial (vat) training on word embeddings."""
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from test_transfer import TINY
 
 from rnnlab.data.batching import Batch
-from rnnlab.models.adversarial import kl_divergence, sensitive_direction, unit, virtual_adversarial_loss
+from rnnlab.models.adversarial import MODES, kl_divergence, sensitive_direction, unit, virtual_adversarial_loss
 from rnnlab.models.classifier import SequenceClassifier
+from rnnlab.models.encoder import CELLS
 from rnnlab.tasks.evaluate import evaluate
 from rnnlab.tasks.train import train
 
@@ -95,6 +99,45 @@ def test_unlabelled_reviews_reach_the_vat_term_and_never_the_supervised_loss():
     total = model.training_step({"labelled": labelled, "unlabelled": unlabelled}, 0)
     assert total.requires_grad and 3 in seen  # the unlabelled batch went through the model
     assert all(torch.equal(t, labelled.targets) for t in losses)  # only the labels of the labelled batch
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("mode", MODES)
+def test_every_cell_and_direction_learns_from_the_adversarial_term(mode, cell, bidirectional):
+    torch.manual_seed(0)
+    encoder = {"cell": cell, "embed_dim": 8, "hidden_size": 12, "bidirectional": bidirectional}
+    model = SequenceClassifier(vocab_size=30, encoder=encoder, pooling="concat", adversarial=mode).train()
+    model.token_frequencies.copy_(torch.rand(30) + 0.1)
+    logged = {}
+    model.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    model.log_dict = lambda *args, **kwargs: None
+    labelled = Batch(torch.randint(1, 30, (3, 7)), torch.tensor([7, 4, 2]), torch.tensor([1.0, 0.0, 1.0]))
+    unlabelled = Batch(torch.randint(1, 30, (2, 6)), torch.tensor([6, 3]), torch.full((2,), -1.0))
+    total = model.training_step({"labelled": labelled, "unlabelled": unlabelled}, 0)
+    total.backward()
+    assert logged[f"train/loss_{mode}"] > 0 and total > logged["train/loss_supervised"]
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.encoder.embedding.weight.grad.abs().sum() > 0
+
+
+def test_vat_trains_under_ddp_and_mixed_precision(compose_cfg, tmp_path):
+    # the extra forward and backward passes of the power iteration run in every rank, under autocast
+    cfg = compose_cfg(
+        "experiment=imdb_vat",
+        "model.pretrained=null",
+        "trainer=ddp_cpu",
+        "trainer.precision=bf16-mixed",
+        *TINY,
+        *SMALL,
+        "data.batch_size=2",
+        "trainer.max_epochs=1",
+        output_dir=tmp_path / "ddp",
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and Path(metrics["best_checkpoint"]).is_file()  # it trained
+    assert metrics["train/loss_vat"] > 0 and math.isfinite(metrics["test/loss"])
 
 
 @pytest.mark.parametrize("mode", ["at", "vat"])

@@ -82,3 +82,22 @@ def test_language_model_trains_on_gpu(precision, compose_cfg):
     metrics = train(cfg)
     assert metrics["status"] == "completed"
     assert metrics["val/ppl"] == pytest.approx(2.718281828 ** metrics["val/loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+@pytest.mark.parametrize("mode", ["at", "vat"])
+def test_adversarial_training_runs_under_mixed_precision_on_gpu(mode, precision, compose_cfg):
+    # the perturbation's extra backward passes under autocast and, with 16-mixed, the grad scaler
+    cfg = compose_cfg(
+        "experiment=imdb_vat",
+        *ON_GPU,
+        "model.pretrained=null",
+        f"model.adversarial={mode}",
+        f"trainer.precision={precision}",
+        "data.val_size=8",
+        "data.batch_size=4",
+        "trainer.max_epochs=1",
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics[f"train/loss_{mode}"] > 0
+    assert math.isfinite(metrics["test/loss"])
