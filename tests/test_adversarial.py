@@ -13,6 +13,7 @@ from rnnlab.models.adversarial import MODES, kl_divergence, sensitive_direction,
 from rnnlab.models.classifier import SequenceClassifier
 from rnnlab.models.encoder import CELLS
 from rnnlab.tasks.evaluate import evaluate
+from rnnlab.tasks.predict import predict
 from rnnlab.tasks.train import train
 
 SMALL = ("model.encoder.embed_dim=16", "model.encoder.hidden_size=24")
@@ -160,3 +161,7 @@ def test_each_mode_trains_and_its_checkpoint_evaluates_as_any_other(mode, compos
         compose_cfg(f"ckpt_path={metrics['best_checkpoint']}", config_name="eval", output_dir=tmp_path / "e")
     )
     assert again["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    ask = compose_cfg(f"ckpt_path={metrics['best_checkpoint']}", "text='a fine film'", config_name="predict")
+    first, second = predict(ask), predict(ask)  # no perturbation, no dropout at inference
+    assert first["probability"].tolist() == second["probability"].tolist()
+    assert first.loc[0, "p_negative"] + first.loc[0, "p_positive"] == pytest.approx(1.0)
