@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.runs.folder import job_dirs, read_metrics, read_overrides
+from rnnlab.runs.folder import job_dirs, read_metrics, read_overrides, short_value
 
 from conftest import SCRIPTS
 
@@ -67,7 +67,9 @@ def test_a_search_runs_its_trials_and_optimises_the_best_validation_value(tiny_d
     for trial, job in zip(trials, jobs, strict=True):
         metrics = read_metrics(job)
         assert trial.value == metrics["best_score"]  # the best checkpoint's val/acc, not the last epoch's
-        assert "tune" not in job.name and read_overrides(job)[-1] == f"+tune.trial={trial.number}"
+        assert read_overrides(job)[-1] == f"+tune.trial={trial.number}"
+        # named by what the trial drew, not by the overrides every job shares
+        assert job.name == f"{trial.number}_model.optimizer.lr-{short_value(repr(trial.params['model.optimizer.lr']))}"
 
     # the same command with a larger budget continues the study where it stopped
     search(tmp_path, tiny_data_dir, "s2", "hydra.sweeper.n_trials=4")

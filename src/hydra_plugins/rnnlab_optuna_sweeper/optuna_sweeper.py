@@ -189,7 +189,9 @@ class OptunaSweeper(Sweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         parsed = parser.parse_overrides([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
         space = {o.get_key_element(): distribution(o) for o in parsed if o.is_sweep_override()}
-        fixed = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed if not o.is_sweep_override()]
+        fixed_overrides = [o for o in parsed if not o.is_sweep_override()]
+        fixed = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in fixed_overrides]
+        fixed.append(self._job_folder_names(o.key_or_group for o in fixed_overrides))
         if not space:
             raise ValueError("the search space is empty: set hydra.sweeper.params (see conf/hparams_search/)")
 
@@ -216,6 +218,14 @@ class OptunaSweeper(Sweeper):
         best = [t for t in study.trials if t.state.name == "COMPLETE"]
         if best:
             log.info("best trial %d: %s = %s", study.best_trial.number, study.best_params, study.best_value)
+
+    def _job_folder_names(self, same_in_every_job: Any) -> str:
+        """A job folder is named by what its trial drew (``3_model.optimizer.lr-0.006185``): the overrides
+        every job shares are left out of its name (they are in the sweep's ``multirun.yaml`` and each
+        job's ``.hydra/overrides.yaml``), so the drawn values are never cut off the end of a long name."""
+        assert self.config is not None
+        keys = [*self.config.hydra.job.config.override_dirname.exclude_keys, *same_in_every_job]
+        return f"hydra.job.config.override_dirname.exclude_keys=[{','.join(quoted(k) for k in keys)}]"
 
     def _run(self, study, trials, fixed: list[str]) -> None:
         optuna = optuna_module()
