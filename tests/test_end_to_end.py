@@ -112,6 +112,15 @@ def test_ddp_cpu_two_processes(compose_cfg, tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_a_run_that_takes_no_training_step_fails_instead_of_testing_an_untrained_model(compose_cfg, tmp_path):
+    # each of the two processes holds fewer training reviews than one batch of 64
+    run_dir = tmp_path / "empty"
+    cfg = compose_cfg("experiment=imdb_lstm", "trainer=ddp_cpu", *QUICK, "data.batch_size=64", output_dir=run_dir)
+    with pytest.raises(ConfigError, match="no training step ran.*data.batch_size=64"):
+        train(cfg)
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
+
+
 LM_QUICK = (
     "trainer.max_steps=6",
     "trainer.val_check_interval=3",

@@ -84,6 +84,14 @@ def fit(trainer: pl.Trainer, model, datamodule, ckpt_path: str | None, trust: bo
     if trainer.interrupted:
         raise KeyboardInterrupt("training interrupted; resume with ckpt_path=<run>/checkpoints/last.ckpt")
     outcome: dict[str, Any] = scalar_metrics(trainer.callback_metrics)
+    if ckpt_path is None and not any(key.startswith("train/") for key in outcome):
+        # every step logs train/*, and forked DDP ranks hand their metrics back: none means no step,
+        # and a run reported completed would test an untrained model
+        raise ConfigError(
+            "no training step ran: the training set gave no batch (fewer examples per process than "
+            f"data.batch_size={getattr(datamodule, 'batch_size', '?')}); use a smaller batch, fewer "
+            "devices or more data"
+        )
     checkpoint = best_checkpoint(trainer)
     if checkpoint is not None:
         outcome["best_checkpoint"] = checkpoint.best_model_path
