@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from rnnlab.cli.results import main
-from rnnlab.reporting.results import render
+from rnnlab.reporting.results import render, without_local_paths
 
 from conftest import REPO, SCRIPTS
 
@@ -41,3 +41,11 @@ def test_a_run_folder_becomes_a_table_row_and_a_stale_table_is_found(tiny_data_d
     summary["metrics"]["test/acc"] = 0.123
     (docs / "runs" / "imdb" / "tiny-lstm.json").write_text(json.dumps(summary))
     assert main(["--root", str(tmp_path), "render", "--check"]) == 1
+
+
+def test_a_row_command_names_a_checkpoint_by_its_run_not_by_a_local_path():
+    assert without_local_paths("model.pretrained=/work/runs/lm_fwd/checkpoints/best-000-002584.ckpt") == (
+        "model.pretrained=<lm_fwd>/checkpoints/best-000-002584.ckpt"
+    )
+    assert without_local_paths("data.filename=/data/big.txt") == "data.filename=big.txt"
+    assert without_local_paths("model.encoder.cell=gru") == "model.encoder.cell=gru"

@@ -64,6 +64,17 @@ def script_of(record: dict[str, Any]) -> str:
     return {"evaluate.py": "eval.py"}.get(name, name)
 
 
+def without_local_paths(override: str) -> str:
+    """An override as a reader can use it: a path on the machine that made the run is shortened to
+    the run folder and file it names (``model.pretrained=<lm_fwd>/checkpoints/best-000-002584.ckpt``)."""
+    key, sep, value = override.partition("=")
+    path = Path(value)
+    if not sep or not path.is_absolute():
+        return override
+    shown = f"<{path.parent.parent.name}>/checkpoints/{path.name}" if path.parent.name == "checkpoints" else path.name
+    return f"{key}={shown}"
+
+
 def summarize(run_dir: Path, table: str, row: str, order: int = 0, note: str | None = None) -> dict[str, Any]:
     """The summary of a completed run folder that a table row is rendered from."""
     metrics = read_metrics(run_dir) or {}
@@ -73,7 +84,8 @@ def summarize(run_dir: Path, table: str, row: str, order: int = 0, note: str | N
     if not record:
         raise RnnlabError(f"{run_dir} has no provenance.json: its code and machine are unknown")
     code = record.get("code") or {}
-    overrides = [o for o in defining_overrides(read_overrides(run_dir) or []) if not o.startswith(DISPLAY_ONLY)]
+    defining = defining_overrides(read_overrides(run_dir) or [])
+    overrides = [without_local_paths(o) for o in defining if not o.startswith(DISPLAY_ONLY)]
     summary = {
         "table": table,
         "row": row,
