@@ -52,7 +52,8 @@ def machine_of(record: dict[str, Any]) -> str:
         return f"{plat['gpus'][0]}"
     model = cpu.get("model") or "CPU"
     isa = plat.get("torch_cpu_capability")
-    return f"{model}{f' ({isa})' if isa else ''}, {plat.get('torch_threads')} threads"
+    threads = plat.get("torch_threads")
+    return f"{model}{f' ({isa})' if isa else ''}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def script_of(record: dict[str, Any]) -> str:
