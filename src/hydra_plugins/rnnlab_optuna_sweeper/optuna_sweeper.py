@@ -20,6 +20,7 @@ parameters are queued again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,7 @@ class OptunaSweeper(Sweeper):
         if best:
             log.info("best trial %d: %s = %s", study.best_trial.number, study.best_params, study.best_value)
 
-    def _job_folder_names(self, same_in_every_job: Any) -> str:
+    def _job_folder_names(self, same_in_every_job: Iterable[str]) -> str:
         """A job folder is named by what its trial drew (``3_model.optimizer.lr-0.006185``): the overrides
         every job shares are left out of its name (they are in the sweep's ``multirun.yaml`` and each
         job's ``.hydra/overrides.yaml``), so the drawn values are never cut off the end of a long name."""
