@@ -7,6 +7,8 @@ from rnnlab.builders import build_datamodule, build_model
 from rnnlab.data.codec import TextCodec
 from rnnlab.errors import ConfigError
 from rnnlab.models.base import CODEC_KEY
+from rnnlab.models.classifier import SequenceClassifier
+from rnnlab.models.encoder import CELLS
 from rnnlab.models.transfer import encoder_state
 from rnnlab.runs.checkpoints import load_checkpoint
 from rnnlab.tasks.generate import generate
@@ -45,6 +47,15 @@ def test_pretrain_then_finetune_starts_from_the_language_model(compose_cfg, tmp_
     for key, value in model.encoder.state_dict().items():
         assert torch.equal(value, lm_encoder[key]), key
     assert "pretrained" not in model.hparams  # a checkpoint of the classifier must not need the LM file
+
+    # adversarial training normalises the embeddings; its classifier still starts from the LM's function
+    normalising = build_model(cfg := finetune_cfg("model.adversarial=vat", name="vat"), build_datamodule(cfg))
+    assert normalising.token_frequencies.sum() == pytest.approx(1.0)
+    tokens, lengths = torch.randint(1, model.encoder.embedding.num_embeddings, (3, 9)), torch.tensor([9, 5, 2])
+    with torch.no_grad():
+        raw, _ = model.eval().encoder(tokens, lengths)
+        normalised, _ = normalising.eval().encoder.encode(normalising.embed(tokens), lengths)
+    torch.testing.assert_close(normalised, raw, rtol=1e-4, atol=1e-5)
 
     metrics = train(finetune_cfg("trainer.max_epochs=1"))
     assert metrics["status"] == "completed" and 0.0 <= metrics["test/acc"] <= 1.0
@@ -99,6 +110,21 @@ def test_backward_language_model_starts_a_backward_classifier(compose_cfg, tmp_p
     assert all(torch.equal(v, lm_encoder[k]) for k, v in model.encoder.state_dict().items())
     with pytest.raises(ConfigError, match="trained with data.reverse=true"):
         build_model(cfg := compose_cfg("experiment=imdb_finetune", *extra), build_datamodule(cfg))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_a_normalising_classifier_reads_a_raw_embedding_encoder_unchanged(cell, bidirectional):
+    torch.manual_seed(0)
+    settings = {"cell": cell, "embed_dim": 8, "hidden_size": 12, "num_layers": 2, "bidirectional": bidirectional}
+    model = SequenceClassifier(vocab_size=30, encoder=settings, normalize_embeddings=True).eval()
+    tokens, lengths = torch.randint(1, 30, (3, 7)), torch.tensor([7, 4, 2])
+    with torch.no_grad():
+        raw, _ = model.encoder(tokens, lengths)  # what a language model's encoder computes
+        model.adopt_raw_embedding_encoder(torch.rand(30) + 0.1)
+        assert (model.embed(tokens) - model.encoder.embedding(tokens)).abs().max() > 0.1  # other inputs ...
+        normalised, _ = model.encoder.encode(model.embed(tokens), lengths)
+    torch.testing.assert_close(normalised, raw, rtol=1e-4, atol=1e-5)  # ... the same function
 
 
 def test_pretrained_must_be_a_language_model_checkpoint(compose_cfg, tmp_path):

@@ -51,6 +51,8 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Light
         reverse = bool(getattr(datamodule, "reverse", False))
         trust = bool(cfg.get("trust_checkpoint", False))
         init_encoder_from_language_model(model.encoder, pretrained, datamodule.vocab.itos, reverse, trust)
+        if getattr(model, "normalized", False) and hasattr(datamodule, "token_frequencies"):
+            model.adopt_raw_embedding_encoder(datamodule.token_frequencies)  # language models read raw embeddings
     return model
 
 

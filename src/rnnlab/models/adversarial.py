@@ -27,12 +27,18 @@ MODES = ("at", "vat")
 Logits = Callable[[Tensor, Tensor], Tensor]  # (embedded [B, T, E], lengths [B]) -> logits
 
 
-def normalized_embeddings(weight: Tensor, frequencies: Tensor, eps: float = 1e-6) -> Tensor:
-    """Each dimension of the embedding matrix centred and scaled by its frequency-weighted statistics."""
+def embedding_statistics(weight: Tensor, frequencies: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Frequency-weighted mean and standard deviation of each embedding dimension, each ``[1, E]``."""
     f = (frequencies / frequencies.sum().clamp(min=eps)).unsqueeze(1).to(weight.dtype)
     mean = (f * weight).sum(0, keepdim=True)
     var = (f * (weight - mean) ** 2).sum(0, keepdim=True)
-    return (weight - mean) / torch.sqrt(var + eps)
+    return mean, torch.sqrt(var + eps)
+
+
+def normalized_embeddings(weight: Tensor, frequencies: Tensor) -> Tensor:
+    """Each dimension of the embedding matrix centred and scaled by its frequency-weighted statistics."""
+    mean, std = embedding_statistics(weight, frequencies)
+    return (weight - mean) / std
 
 
 def unit(direction: Tensor, lengths: Tensor) -> Tensor:

@@ -13,7 +13,13 @@ from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 
 from rnnlab.data.batching import Batch
 from rnnlab.errors import ConfigError
-from rnnlab.models.adversarial import MODES, adversarial_loss, normalized_embeddings, virtual_adversarial_loss
+from rnnlab.models.adversarial import (
+    MODES,
+    adversarial_loss,
+    embedding_statistics,
+    normalized_embeddings,
+    virtual_adversarial_loss,
+)
 from rnnlab.models.base import OptimizerFactory, RecurrentModule, SchedulerFactory
 from rnnlab.models.encoder import EncoderSettings, SequenceEncoder, check_positive
 from rnnlab.models.padding import step_mask
@@ -145,6 +151,14 @@ class SequenceClassifier(RecurrentModule):
             weight = normalized_embeddings(weight, self.token_frequencies)
         return F.embedding(tokens, weight, padding_idx=self.encoder.embedding.padding_idx)
 
+    def adopt_raw_embedding_encoder(self, frequencies: Tensor) -> None:
+        """Start a normalising model from an encoder that learned on raw embeddings (a language model):
+        fix the word frequencies now and fold the normalisation into the encoder's input weights, so the
+        model begins with the pretrained function (only a normalising model has frequencies to fix)."""
+        self.token_frequencies.copy_(frequencies)
+        mean, std = embedding_statistics(self.encoder.embedding.weight, self.token_frequencies)
+        self.encoder.read_normalized_inputs(mean, std)
+
     def logits_from(self, embedded: Tensor, lengths: Tensor) -> Tensor:
         outputs, _ = self.encoder.encode(embedded, lengths)
         pooling = self.hparams.pooling
@@ -186,7 +200,8 @@ class SequenceClassifier(RecurrentModule):
 
     def training_step(self, batch: Batch | dict[str, Batch], batch_idx: int) -> Tensor:
         """The supervised loss, plus with ``adversarial`` the adversarial (at) or virtual adversarial
-        (vat, on the labelled batch and the unlabelled one beside it) term, each logged on its own."""
+        (vat) term, each logged on its own. The virtual adversarial term costs three passes of its batch;
+        spent on the unlabelled reviews it also reaches the text no label covers."""
         labelled, unlabelled = (
             (batch["labelled"], batch.get("unlabelled")) if isinstance(batch, dict) else (batch, None)
         )
@@ -205,14 +220,11 @@ class SequenceClassifier(RecurrentModule):
                 supervised,
                 epsilon,
             )
-        else:
-            parts = [(embedded, labelled.lengths)]
-            if unlabelled is not None:  # the unlabelled reviews enter this term only, never the supervised loss
-                parts.append((self.embed(unlabelled.tokens), unlabelled.lengths))
+        else:  # on one batch, as Miyato et al.: the unlabelled one beside the labelled batch when there is one
+            reviews = labelled if unlabelled is None else unlabelled  # unlabelled: never the supervised loss
+            vat_embedded = embedded if unlabelled is None else self.embed(unlabelled.tokens)
             xi, iterations = self.hparams.vat_xi, self.hparams.vat_iterations
-            extra = torch.stack(
-                [virtual_adversarial_loss(self.logits_from, e, n, epsilon, xi, iterations) for e, n in parts]
-            ).mean()
+            extra = virtual_adversarial_loss(self.logits_from, vat_embedded, reviews.lengths, epsilon, xi, iterations)
         total = supervised + self.hparams.adv_weight * extra
         self.log(f"train/loss_{mode}", extra.detach(), on_step=True, batch_size=len(labelled))
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True, batch_size=len(labelled))

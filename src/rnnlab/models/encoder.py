@@ -204,6 +204,22 @@ class SequenceEncoder(nn.Module):
                 x = x * mask
         return x
 
+    @torch.no_grad()
+    def read_normalized_inputs(self, mean: Tensor, std: Tensor) -> None:
+        """From now on read embeddings ``(e - mean) / std`` as the encoder read the raw ``e`` until now.
+
+        A language model pretrained on raw embeddings, handed to a classifier that normalises them
+        (adversarial training), would otherwise see inputs of another centre and scale at every step, and
+        fine-tuning would start far from what pretraining learned. The first layer reads its input through
+        ``W e + b``: with ``W' = W diag(std)`` and ``b' = b + W mean`` it computes ``W' ê + b'``, the same
+        numbers. Only dropout on the embeddings now drops an entry to its mean rather than to zero.
+        """
+        mean, std = mean.reshape(-1), std.reshape(-1)
+        for rnn in list(self.layers[0]) if self.bidirectional else [self.rnn]:  # what reads the embeddings
+            weight, bias = rnn.weight_ih_l0, rnn.bias_ih_l0
+            bias.add_(weight @ mean.to(weight.dtype))
+            weight.mul_(std.to(weight.dtype))
+
     def final_features(self, outputs: Tensor, lengths: Tensor | None) -> Tensor:
         """Top layer at each row's true end (forward direction) and at its start (reverse direction)."""
         if lengths is None:
