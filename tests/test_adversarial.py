@@ -102,6 +102,19 @@ def test_unlabelled_reviews_reach_the_vat_term_and_never_the_supervised_loss():
     assert all(torch.equal(t, labelled.targets) for t in losses)  # only the labels of the labelled batch
 
 
+@pytest.mark.parametrize(("step", "weight"), [(0, 0.5), (2, 1.5), (3, 2.0), (50, 2.0)])
+def test_the_adversarial_weight_ramps_up_over_the_warmup_steps(step, weight, monkeypatch):
+    monkeypatch.setattr(SequenceClassifier, "global_step", property(lambda self: step))
+    model = classifier(adversarial="vat", adv_weight=2.0, adv_warmup_steps=4).train()
+    logged = {}
+    model.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    model.log_dict = lambda *args, **kwargs: None
+    labelled = Batch(torch.randint(1, 30, (3, 7)), torch.tensor([7, 4, 2]), torch.tensor([1.0, 0.0, 1.0]))
+    total = model.training_step(labelled, 0)
+    assert logged["train/adv_weight"] == weight
+    torch.testing.assert_close(total, logged["train/loss_supervised"] + weight * logged["train/loss_vat"])
+
+
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
 @pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("mode", MODES)

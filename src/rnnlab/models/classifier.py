@@ -77,6 +77,7 @@ class SequenceClassifier(RecurrentModule):
         adversarial: str | None = None,
         adv_epsilon: float = 5.0,
         adv_weight: float = 1.0,
+        adv_warmup_steps: int = 0,
         vat_xi: float = 0.1,
         vat_iterations: int = 1,
         normalize_embeddings: bool | None = None,
@@ -102,6 +103,8 @@ class SequenceClassifier(RecurrentModule):
                 f"model.adversarial={adversarial!r} (null | at | vat) needs model.adv_epsilon > 0, model.vat_xi > 0 "
                 f"and model.vat_iterations >= 1 (got {adv_epsilon}, {vat_xi}, {vat_iterations})"
             )
+        if adv_warmup_steps < 0:
+            raise ConfigError(f"model.adv_warmup_steps must not be negative, got {adv_warmup_steps}")
         self.encoder = SequenceEncoder(vocab_size, settings, padding_idx)
         # the paper's perturbation size assumes embeddings of a known scale: normalised by word frequency
         self.normalized = adversarial is not None if normalize_embeddings is None else normalize_embeddings
@@ -225,10 +228,24 @@ class SequenceClassifier(RecurrentModule):
             vat_embedded = embedded if unlabelled is None else self.embed(unlabelled.tokens)
             xi, iterations = self.hparams.vat_xi, self.hparams.vat_iterations
             extra = virtual_adversarial_loss(self.logits_from, vat_embedded, reviews.lengths, epsilon, xi, iterations)
-        total = supervised + self.hparams.adv_weight * extra
+        weight = self.adversarial_weight()
+        total = supervised + weight * extra
         self.log(f"train/loss_{mode}", extra.detach(), on_step=True, batch_size=len(labelled))
+        if self.hparams.adv_warmup_steps:
+            self.log("train/adv_weight", weight, on_step=True, batch_size=len(labelled))
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True, batch_size=len(labelled))
         return total
+
+    def adversarial_weight(self) -> float:
+        """``adv_weight``, reached linearly over the first ``adv_warmup_steps`` optimizer steps.
+
+        From a fresh head every prediction is near chance, and the virtual adversarial term, which asks
+        for the same prediction around every review, first pulls toward that constant: it slows the
+        supervised fit it should only smooth. A ramp lets the head learn first (Laine & Aila 2017 ramp
+        their consistency terms for the same reason).
+        """
+        warmup = self.hparams.adv_warmup_steps
+        return self.hparams.adv_weight * (min(1.0, (self.global_step + 1) / warmup) if warmup else 1.0)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val", self.val_metrics)
