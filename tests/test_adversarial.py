@@ -63,6 +63,20 @@ def test_vat_kl_is_zero_without_a_perturbation_and_grows_with_one():
     assert 0 <= tiny < large
 
 
+def test_with_the_same_dropout_masks_the_vat_term_holds_no_dropout_noise():
+    model = classifier(adversarial="vat", head_dropout=0.5).train()
+    tokens, lengths = torch.randint(1, 30, (4, 6)), torch.tensor([6, 5, 4, 2])
+    embedded = model.embed(tokens).detach()
+    torch.manual_seed(1)
+    noisy = virtual_adversarial_loss(model.logits_from, embedded, lengths, 1e-4, 0.1, 1)
+    torch.manual_seed(1)
+    same = virtual_adversarial_loss(model.logits_from, embedded, lengths, 1e-4, 0.1, 1, same_dropout=True)
+    after = torch.rand(1)  # the training's own random stream goes on as without the forked passes
+    torch.manual_seed(1)
+    virtual_adversarial_loss(model.logits_from, embedded, lengths, 1e-4, 0.1, 1, same_dropout=True)
+    assert noisy > 1e-4 and same < 1e-4 * noisy and torch.equal(torch.rand(1), after)
+
+
 @pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16-autocast"])
 def test_the_power_iteration_finds_the_most_sensitive_direction(autocast):
     # with one logit the KL's curvature has one direction, the logit's gradient: the power iteration must

@@ -89,10 +89,40 @@ def sensitive_direction(
     return unit(direction, lengths)
 
 
+def with_same_dropout(logits: Logits, device: torch.device) -> Logits:
+    """``logits`` drawing the same dropout masks at every call, from a seed drawn now.
+
+    Each call runs on a forked generator, so the training's own random stream goes on as without it
+    (only this device's generator is restored: a process trains on one device).
+    """
+    seed = int(torch.randint(2**62, ()))
+    devices = [device] if device.type == "cuda" else []
+
+    def call(embedded: Tensor, lengths: Tensor) -> Tensor:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return logits(embedded, lengths)
+
+    return call
+
+
 def virtual_adversarial_loss(
-    logits: Logits, embedded: Tensor, lengths: Tensor, epsilon: float, xi: float, iterations: int
+    logits: Logits,
+    embedded: Tensor,
+    lengths: Tensor,
+    epsilon: float,
+    xi: float,
+    iterations: int,
+    same_dropout: bool = False,
 ) -> Tensor:
-    """KL between the prediction at ``embedded`` (held fixed, in float32) and at ``embedded + r``."""
+    """KL between the prediction at ``embedded`` (held fixed, in float32) and at ``embedded + r``.
+
+    In training, each pass draws its own dropout masks, so the KL also measures how much dropout alone
+    moves the prediction (as in Miyato et al.'s code). ``same_dropout`` gives every pass the same masks:
+    the term is then the perturbation's effect only (zero for ``r = 0``).
+    """
+    if same_dropout:
+        logits = with_same_dropout(logits, embedded.device)
     with torch.no_grad(), torch.autocast(embedded.device.type, enabled=False):
         clean = logits(embedded.float(), lengths).float()
     r = epsilon * sensitive_direction(logits, embedded, lengths, clean, xi, iterations).to(embedded.dtype)

@@ -80,6 +80,7 @@ class SequenceClassifier(RecurrentModule):
         adv_warmup_steps: int = 0,
         vat_xi: float = 0.1,
         vat_iterations: int = 1,
+        vat_same_dropout: bool = False,
         normalize_embeddings: bool | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
@@ -226,8 +227,15 @@ class SequenceClassifier(RecurrentModule):
         else:  # on one batch, as Miyato et al.: the unlabelled one beside the labelled batch when there is one
             reviews = labelled if unlabelled is None else unlabelled  # unlabelled: never the supervised loss
             vat_embedded = embedded if unlabelled is None else self.embed(unlabelled.tokens)
-            xi, iterations = self.hparams.vat_xi, self.hparams.vat_iterations
-            extra = virtual_adversarial_loss(self.logits_from, vat_embedded, reviews.lengths, epsilon, xi, iterations)
+            extra = virtual_adversarial_loss(
+                self.logits_from,
+                vat_embedded,
+                reviews.lengths,
+                epsilon,
+                self.hparams.vat_xi,
+                self.hparams.vat_iterations,
+                self.hparams.vat_same_dropout,
+            )
         weight = self.adversarial_weight()
         total = supervised + weight * extra
         self.log(f"train/loss_{mode}", extra.detach(), on_step=True, batch_size=len(labelled))
