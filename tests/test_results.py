@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from rnnlab.cli.results import main
-from rnnlab.reporting.results import render, without_local_paths
+from rnnlab.reporting.results import render, render_table, without_local_paths
 
 from conftest import REPO, SCRIPTS
 
@@ -49,3 +49,9 @@ def test_a_row_command_names_a_checkpoint_by_its_run_not_by_a_local_path():
     )
     assert without_local_paths("data.filename=/data/big.txt") == "data.filename=big.txt"
     assert without_local_paths("model.encoder.cell=gru") == "model.encoder.cell=gru"
+
+
+def test_a_long_command_is_rendered_whole():
+    command = "python scripts/train.py " + " ".join(f"+model.setting_{i}=1" for i in range(12))
+    summary = {"row": "r", "command": command, "metrics": {}, "machine": "m", "source": "run folder", "date": "d"}
+    assert len(command) > 200 and f"`{command}`" in render_table({"columns": []}, [summary])

@@ -149,7 +149,7 @@ def render_table(spec: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         body.append(
             [s["row"], f"`{s['command']}`", *values, f"{wall:,.0f} s" if wall else "—", where, _commit(s), s["date"]]
         )
-    table = markdown_table(header, body)
+    table = markdown_table(header, body, width=None)  # a command cut short reproduces nothing
     if any(s.get("source") != "run folder" for s in rows):
         table += "\n\n¹ the run folder was not kept: the figures are as reported at the commit named."
     notes = [f"- {s['row']}: {s['note']}" for s in rows if s.get("note")]
