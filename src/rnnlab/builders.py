@@ -51,8 +51,10 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Light
         reverse = bool(getattr(datamodule, "reverse", False))
         trust = bool(cfg.get("trust_checkpoint", False))
         init_encoder_from_language_model(model.encoder, pretrained, datamodule.vocab.itos, reverse, trust)
-        if getattr(model, "normalized", False) and hasattr(datamodule, "token_frequencies"):
-            model.adopt_raw_embedding_encoder(datamodule.token_frequencies)  # language models read raw embeddings
+        if getattr(model, "normalized", False):  # language models read raw embeddings
+            frequencies = getattr(datamodule, "token_frequencies", None)  # a property that counts every token
+            if frequencies is not None:
+                model.adopt_raw_embedding_encoder(frequencies)
     return model
 
 

@@ -225,8 +225,10 @@ class SequenceClassifier(RecurrentModule):
                 epsilon,
             )
         else:  # on one batch, as Miyato et al.: the unlabelled one beside the labelled batch when there is one
-            reviews = labelled if unlabelled is None else unlabelled  # unlabelled: never the supervised loss
-            vat_embedded = embedded if unlabelled is None else self.embed(unlabelled.tokens)
+            if unlabelled is None:
+                reviews, vat_embedded = labelled, embedded
+            else:  # the unlabelled reviews enter this term only, never the supervised loss
+                reviews, vat_embedded = unlabelled, self.embed(unlabelled.tokens)
             extra = virtual_adversarial_loss(
                 self.logits_from,
                 vat_embedded,
@@ -273,11 +275,12 @@ class SequenceClassifier(RecurrentModule):
         if self.class_names is None and datamodule is not None:
             self.class_names = getattr(datamodule, "class_names", None)
         if self.normalized and stage == "fit" and not self.token_frequencies.any():
-            if not hasattr(datamodule, "token_frequencies"):
+            frequencies = getattr(datamodule, "token_frequencies", None)  # a property that counts every token
+            if frequencies is None:
                 raise ConfigError(
                     "model.normalize_embeddings needs word frequencies: a DataModule that has them (IMDb)"
                 )
-            self.token_frequencies.copy_(datamodule.token_frequencies)
+            self.token_frequencies.copy_(frequencies)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
