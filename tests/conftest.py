@@ -18,6 +18,7 @@ from rnnlab.models.encoder import EncoderSettings, SequenceEncoder
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = Path(str(resources.files("rnnlab") / "conf"))  # the configs travel inside the package
 SCRIPTS = REPO / "scripts"
+TESTS = REPO / "tests"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 POSITIVE = ["great", "wonderful", "loved", "brilliant", "superb"]

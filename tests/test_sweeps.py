@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +11,7 @@ import pytest
 
 from rnnlab.runs.folder import job_dirs, read_metrics, read_overrides, short_value
 
-from conftest import SCRIPTS
+from conftest import SCRIPTS, TESTS
 
 optuna = pytest.importorskip("optuna", reason="the search needs the sweep extra: pip install -e '.[sweep]'")
 
@@ -150,14 +150,35 @@ def test_ddp_inside_a_grid_multirun_and_a_search_runs_each_job_on_its_own_config
     assert len(job_dirs(tmp_path / "search")) == 2
 
 
+def rendezvous(folder: Path, jobs: int, timeout_s: float) -> list[str]:
+    """Overrides holding each job at its start until all ``jobs`` have started (tests/rendezvous.py)."""
+    prefix = "+hydra.callbacks.rendezvous"
+    return [
+        f"{prefix}._target_=rendezvous.Rendezvous",
+        f"{prefix}.folder={folder}",
+        f"{prefix}.jobs={jobs}",
+        f"{prefix}.timeout_s={timeout_s}",
+    ]
+
+
 def test_a_local_parallel_launcher_runs_two_jobs_at_once(tiny_data_dir, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra")
-    cmd = [sys.executable, str(SCRIPTS / "train.py"), "-m", *QUICK, "seed=1,2", "hydra/launcher=submitit_local"]
+    cmd = [sys.executable, str(SCRIPTS / "train.py"), "-m", *QUICK, "seed=1,2"]
     paths = [f"paths.data_dir={tiny_data_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    proc = subprocess.run([*cmd, *paths, f"hydra.sweep.dir={tmp_path / 's'}"], capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+    def sweep(name: str, *launcher: str, timeout_s: float) -> subprocess.CompletedProcess:
+        meeting = rendezvous(tmp_path / f"{name}_meeting", 2, timeout_s)
+        overrides = [*paths, *launcher, *meeting, f"hydra.sweep.dir={tmp_path / name}"]
+        return subprocess.run([*cmd, *overrides], capture_output=True, text=True, env=env)
+
+    # each job waits at its start for the other: both meet only if they run side by side
+    proc = sweep("parallel", "hydra/launcher=submitit_local", timeout_s=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = job_dirs(tmp_path / "s")
+    jobs = job_dirs(tmp_path / "parallel")
     assert len(jobs) == 2 and all(read_metrics(j)["status"] == "completed" for j in jobs)
-    starts = sorted(json.loads((j / "provenance.json").read_text())["started"] for j in jobs)
-    ends = sorted(json.loads((j / "provenance.json").read_text())["ended"] for j in jobs)
-    assert starts[1] <= ends[0]  # the second job started before the first ended: they ran side by side
+    assert sorted(p.name for p in (tmp_path / "parallel_meeting" / "met").iterdir()) == ["0", "1"]
+    # under the default launcher, one job after the other, the first job meets no one: the check can fail
+    proc = sweep("sequential", timeout_s=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "sequential_meeting" / "met").iterdir()) == ["1"]
