@@ -76,8 +76,9 @@ def sensitive_direction(
     spread over a review's few thousand numbers, a norm of 1e-6 (the image VAT's value) is below what
     float32 resolves there, hence 0.1 as Miyato et al.'s text code. For the same reason the iteration
     runs in float32 even under mixed precision, where half precision would drop the probe entirely.
-    In training, dropout draws other masks for the probe's pass than for ``clean``; with one logit the
-    gradient of that difference points along the same line, with more outputs it adds noise.
+    In training, the dropout after the embeddings (the head's) draws other masks for the probe's pass
+    than for ``clean``; with one logit the gradient of that difference points along the same line, with
+    more outputs it adds noise.
     """
     with torch.autocast(embedded.device.type, enabled=False):
         embedded = embedded.detach().float()
@@ -117,9 +118,11 @@ def virtual_adversarial_loss(
 ) -> Tensor:
     """KL between the prediction at ``embedded`` (held fixed, in float32) and at ``embedded + r``.
 
-    In training, each pass draws its own dropout masks, so the KL also measures how much dropout alone
-    moves the prediction (as in Miyato et al.'s code). ``same_dropout`` gives every pass the same masks:
-    the term is then the perturbation's effect only (zero for ``r = 0``).
+    ``embedded`` comes after the embeddings' dropout, so every pass reads the same dropped review and
+    the perturbation is never dropped itself, as in Miyato et al.'s code (whose only dropout is the
+    embeddings'). Dropout further on (the head's) draws its own masks in each pass, so the KL also
+    measures how much that dropout alone moves the prediction; ``same_dropout`` gives every pass the
+    same masks there too: the term is then the perturbation's effect only (zero for ``r = 0``).
     """
     if same_dropout:
         logits = with_same_dropout(logits, embedded.device)

@@ -149,11 +149,14 @@ class SequenceClassifier(RecurrentModule):
         return self.logits_from(self.embed(tokens), lengths)
 
     def embed(self, tokens: Tensor) -> Tensor:
-        """Token embeddings ``[B, T, E]``, frequency-normalised when the model is (adversarial training)."""
+        """Token embeddings ``[B, T, E]`` after their dropout, frequency-normalised when the model is
+        (adversarial training). A perturbation is added to these: every pass over one batch, clean or
+        perturbed, then reads the same dropped embeddings, as in Miyato et al.'s code."""
         weight = self.encoder.embedding.weight
         if self.normalized:
             weight = normalized_embeddings(weight, self.token_frequencies)
-        return F.embedding(tokens, weight, padding_idx=self.encoder.embedding.padding_idx)
+        embedded = F.embedding(tokens, weight, padding_idx=self.encoder.embedding.padding_idx)
+        return self.encoder.embed_dropout(embedded)
 
     def adopt_raw_embedding_encoder(self, frequencies: Tensor) -> None:
         """Start a normalising model from an encoder that learned on raw embeddings (a language model):
@@ -164,7 +167,7 @@ class SequenceClassifier(RecurrentModule):
         self.encoder.read_normalized_inputs(mean, std)
 
     def logits_from(self, embedded: Tensor, lengths: Tensor) -> Tensor:
-        outputs, _ = self.encoder.encode(embedded, lengths)
+        outputs, _ = self.encoder.encode(embedded, lengths, dropped=True)
         pooling = self.hparams.pooling
         parts = [self.encoder.final_features(outputs, lengths)] if "last" in POOLINGS[pooling] else []
         if pooling != "last":

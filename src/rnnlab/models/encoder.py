@@ -160,11 +160,11 @@ class SequenceEncoder(nn.Module):
         return self.encode(self.embedding(tokens), lengths, state)
 
     def encode(
-        self, embedded: Tensor, lengths: Tensor | None = None, state: State | None = None
+        self, embedded: Tensor, lengths: Tensor | None = None, state: State | None = None, dropped: bool = False
     ) -> tuple[Tensor, State | None]:
-        """The recurrent stack over embedded tokens ``[B, T, E]``: where a perturbation of the
-        embeddings (adversarial training) enters, before their dropout."""
-        x = self.embed_dropout(embedded)
+        """The recurrent stack over embedded tokens ``[B, T, E]``, after their dropout unless ``dropped``
+        says the caller applied it (adversarial training perturbs the embeddings after their dropout)."""
+        x = embedded if dropped else self.embed_dropout(embedded)
         ragged = lengths is not None and bool((lengths != x.size(1)).any())
         if self.bidirectional:
             if state is not None:
