@@ -165,7 +165,7 @@ def test_a_local_parallel_launcher_runs_two_jobs_at_once(tiny_data_dir, tmp_path
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra")
     cmd = [sys.executable, str(SCRIPTS / "train.py"), "-m", *QUICK, "seed=1,2"]
     paths = [f"paths.data_dir={tiny_data_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
 
     def sweep(name: str, *launcher: str, timeout_s: float) -> subprocess.CompletedProcess:
         meeting = rendezvous(tmp_path / f"{name}_meeting", 2, timeout_s)
