@@ -254,8 +254,10 @@ class SequenceClassifier(RecurrentModule):
 
         From a fresh head every prediction is near chance, and the virtual adversarial term, which asks
         for the same prediction around every review, first pulls toward that constant: it slows the
-        supervised fit it should only smooth. A ramp lets the head learn first (Laine & Aila 2017 ramp
-        their consistency terms for the same reason).
+        supervised fit it should only smooth. Adversarial training from scratch can fall there and stay:
+        a constant prediction is perfectly robust, and a head whose ReLUs are all shut gets no gradient
+        to reopen them. A ramp lets the head learn first (Laine & Aila 2017 ramp their consistency terms
+        for the same reason).
         """
         warmup = self.hparams.adv_warmup_steps
         return self.hparams.adv_weight * (min(1.0, (self.global_step + 1) / warmup) if warmup else 1.0)
