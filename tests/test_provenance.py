@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from rnnlab.errors import RnnlabError
-from rnnlab.reporting.rerun import likely_cause, rerun
+from rnnlab.reporting.rerun import likely_cause, provenance_differences, rerun
+from rnnlab.runs import provenance
 from rnnlab.runs.folder import job_dirs
 
 from conftest import REPO, SCRIPTS, TINY_NOVEL_LM, write_tiny_news, write_tiny_novel
@@ -127,6 +128,22 @@ def test_rerun_names_a_changed_data_file(data, tmp_path):
     changed = [c for c in outcome.causes if c[0].startswith("data novel")]
     assert changed and changed[0][1] != changed[0][2]
     assert not outcome.matches and likely_cause(outcome.causes).startswith("the data file")
+
+
+def test_the_environment_that_moves_numbers_is_recorded_and_named_as_a_cause(monkeypatch):
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    platform = provenance.platform_state()
+    assert platform["environment"] == {"OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE"}
+    preloaded = {**platform, "environment": {**platform["environment"], "LD_PRELOAD": "libmimalloc.so"}}
+    causes = provenance_differences({"platform": platform}, {"platform": preloaded})
+    assert causes == [("environment LD_PRELOAD", None, "libmimalloc.so")]
+    assert likely_cause(causes).startswith("the environment")
+    # a record from before the environment was kept said only OMP_NUM_THREADS: the same, so no difference
+    older = {k: v for k, v in platform.items() if k != "environment"} | {"omp_num_threads": "1"}
+    newer = {**platform, "environment": {"OMP_NUM_THREADS": "1"}}
+    assert provenance_differences({"platform": older}, {"platform": newer}) == []
 
 
 def test_rerun_of_a_sweep_compares_every_completed_job(data, tmp_path):

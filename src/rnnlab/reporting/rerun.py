@@ -105,6 +105,14 @@ def _data_by_source(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _environment(platform: dict[str, Any]) -> dict[str, Any]:
+    """The recorded environment variables; a record from before they were kept names only OMP_NUM_THREADS."""
+    if "environment" in platform:
+        return platform["environment"] or {}
+    threads = platform.get("omp_num_threads")
+    return {"OMP_NUM_THREADS": threads} if threads is not None else {}
+
+
 def provenance_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """What differs between two runs' provenance that can move a result (not times or folders)."""
 
@@ -124,6 +132,7 @@ def provenance_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tup
             "deterministic": plat.get("deterministic"),
             "cuda": plat.get("cuda"),
             "gpus": ", ".join(plat.get("gpus") or []) or None,
+            **{f"environment {k}": v for k, v in _environment(plat).items()},
         }
         return {**out, **_data_by_source(record)}
 
@@ -138,6 +147,7 @@ def likely_cause(causes: list[tuple[str, Any, Any]]) -> str | None:
         ("the code", lambda k: k.startswith("code ")),
         ("the processor / instruction set (other CPU kernels)", lambda k: k.startswith(("cpu", "torch cpu"))),
         ("the thread count", lambda k: k == "torch threads"),
+        ("the environment (threads, library settings, a preloaded library)", lambda k: k.startswith("environment ")),
         ("the GPU", lambda k: k in ("cuda", "gpus")),
         ("the packages", lambda k: k.startswith("package ")),
     ]

@@ -105,6 +105,17 @@ def cpu_description() -> dict[str, Any]:
     }
 
 
+# Settings taken from the environment, not the config, that change a run's numbers or its speed: the
+# thread counts, MKL's reproducibility mode, cuBLAS's workspace (deterministic GPU runs) and a
+# preloaded library such as another memory allocator.
+NUMERICS_ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_CBWR", "CUBLAS_WORKSPACE_CONFIG", "LD_PRELOAD")
+
+
+def numerics_environment() -> dict[str, str]:
+    """The variables of ``NUMERICS_ENVIRONMENT`` this process was started with."""
+    return {name: os.environ[name] for name in NUMERICS_ENVIRONMENT if name in os.environ}
+
+
 def platform_state(precision: str | None = None, deterministic: bool | None = None) -> dict[str, Any]:
     state: dict[str, Any] = {
         "host": socket.gethostname(),
@@ -113,7 +124,7 @@ def platform_state(precision: str | None = None, deterministic: bool | None = No
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "environment": numerics_environment(),
         "precision": precision,
         "deterministic": deterministic,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
