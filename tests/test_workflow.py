@@ -90,6 +90,25 @@ def test_kill_and_resume_equals_an_uninterrupted_run(compose_cfg, tmp_path):
     assert resumed["status"] == "completed"
     for key in ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss"):
         assert resumed[key] == full[key], key
+    # the record keeps the killed process (no metrics.json, so no wall time) beside the one that finished
+    (killed,) = json.loads((cut / "provenance.json").read_text())["earlier_processes"]
+    assert killed["status"] == "completed" and killed["wall_time_s"] is None and resumed["processes"] == 2
+
+
+def test_a_run_continued_in_its_folder_keeps_every_process_and_their_wall_time(compose_cfg, tmp_path):
+    run = tmp_path / "run"
+    first = train(compose_cfg(*QUICK, "trainer.max_epochs=1", output_dir=run))
+    first_record = json.loads((run / "provenance.json").read_text())
+    continued = train(compose_cfg(*QUICK, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", output_dir=run))
+    record = json.loads((run / "provenance.json").read_text())
+    (earlier,) = record["earlier_processes"]
+    assert earlier["started"] == first_record["started"] and earlier["wall_time_s"] == first["wall_time_s"]
+    assert record["started"] >= earlier["ended"] and "earlier_processes" not in earlier
+    assert continued["processes"] == 2 and continued["wall_time_s"] > first["wall_time_s"]
+    # a run started afresh in another folder from that checkpoint is a new run with one process
+    elsewhere = train(compose_cfg(*QUICK, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", output_dir=tmp_path / "b"))
+    assert "processes" not in elsewhere
+    assert "earlier_processes" not in json.loads((tmp_path / "b" / "provenance.json").read_text())
 
 
 def test_ckpt_path_continues_a_run(compose_cfg, tmp_path):

@@ -19,7 +19,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from rnnlab.io import atomic_write_json, atomic_write_text
 from rnnlab.runs import provenance
-from rnnlab.runs.folder import COMMAND, METRICS, PATCH, PROVENANCE, RESOLVED_CONFIG
+from rnnlab.runs.folder import COMMAND, METRICS, PATCH, PROVENANCE, RESOLVED_CONFIG, read_metrics, read_provenance
 
 METRIC_PREFIXES = ("train/", "val/", "test/")
 
@@ -41,15 +41,30 @@ class RunRecord:
     On entry it writes the command line; ``start`` writes what made the run (the resolved config
     and ``provenance.json``), ``add_data`` the data files it read; on exit, however the run ends,
     ``metrics.json`` (status, error, wall time, metrics) and the provenance's end time.
+
+    A run continued in its own folder (``resume=true``) was made by more than one process, perhaps at
+    other commits or on other machines: ``start`` keeps each earlier process's provenance, with its
+    wall time, under ``earlier_processes``, and ``metrics.json`` gives the wall time of them all
+    (``processes`` says how many; a process killed before it could write one adds nothing).
     """
 
-    def __init__(self, output_dir: str | Path, seed: int | None):
+    def __init__(self, output_dir: str | Path, seed: int | None, continuing: bool = False):
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / METRICS
         self.data: dict[str, Any] = {"status": "running", "seed": seed}
         self.config: dict[str, Any] | None = None
         self.provenance: dict[str, Any] | None = None
+        self._earlier = self._earlier_processes() if continuing else []
         self._start = time.perf_counter()
+
+    def _earlier_processes(self) -> list[dict[str, Any]]:
+        """The provenance of every process that worked on this folder before, oldest first."""
+        previous = read_provenance(self.output_dir)
+        if not previous:
+            return []
+        earlier = previous.pop("earlier_processes", [])
+        wall = (read_metrics(self.output_dir) or {}).get("wall_time_s") if "ended" in previous else None
+        return [*earlier, {**previous, "wall_time_s": wall}]
 
     def update(self, values: Mapping[str, Any]) -> None:
         self.data.update(values)
@@ -58,6 +73,8 @@ class RunRecord:
         """Record what made the run before it does anything: its config, code, packages and machine."""
         self.config = config
         self.provenance = provenance.collect(config)
+        if self._earlier:
+            self.provenance["earlier_processes"] = self._earlier
         self._write(RESOLVED_CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         self._write_provenance()
 
@@ -72,7 +89,10 @@ class RunRecord:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self.data["wall_time_s"] = round(time.perf_counter() - self._start, 3)
+        earlier = [p["wall_time_s"] for p in self._earlier if isinstance(p.get("wall_time_s"), (int, float))]
+        self.data["wall_time_s"] = round(time.perf_counter() - self._start + sum(earlier), 3)
+        if self._earlier:
+            self.data["processes"] = len(self._earlier) + 1
         if exc is None:
             self.data["status"] = "completed" if self.data["status"] == "running" else self.data["status"]
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -45,7 +46,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     if ckpt_path:
         check_resumable(ckpt_path, trust=cfg.trust_checkpoint)
 
-    with RunRecord(output_dir, seed=cfg.get("seed")) as run:
+    # a checkpoint of this very folder: the run goes on, and its record keeps the earlier processes'
+    continuing = ckpt_path is not None and Path(ckpt_path).resolve().is_relative_to(Path(output_dir).resolve())
+    with RunRecord(output_dir, seed=cfg.get("seed"), continuing=continuing) as run:
         run.start(checked(cfg))
         pl.seed_everything(cfg.seed, workers=True)
 
