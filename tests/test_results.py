@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from rnnlab.cli.results import main
-from rnnlab.reporting.results import render, render_table, without_local_paths
+from rnnlab.reporting.results import render, render_table, summarize, without_local_paths
 
 from conftest import REPO, SCRIPTS
 
@@ -55,3 +55,15 @@ def test_a_long_command_is_rendered_whole():
     command = "python scripts/train.py " + " ".join(f"+model.setting_{i}=1" for i in range(12))
     summary = {"row": "r", "command": command, "metrics": {}, "machine": "m", "source": "run folder", "date": "d"}
     assert len(command) > 200 and f"`{command}`" in render_table({"columns": []}, [summary])
+
+
+def test_a_run_continued_at_another_commit_names_both_commits(tmp_path):
+    first, second = "a" * 40, "b" * 40
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "completed", "test/acc": 0.9, "wall_time_s": 5.0}))
+    process = {"command": ["python", "scripts/train.py"], "started": "2026-12-01T00:00:00+00:00"}
+    earlier = [{**process, "code": {"commit": first}}, {**process, "code": {"commit": second}}]
+    record = {**process, "code": {"commit": second}, "earlier_processes": earlier}
+    (tmp_path / "provenance.json").write_text(json.dumps(record))
+    summary = summarize(tmp_path, "t", "r", 0, None)
+    assert summary["commit"] == second and summary["earlier_commits"] == [first]
+    assert "| aaaaaaa, then bbbbbbb |" in render_table({"columns": []}, [summary])

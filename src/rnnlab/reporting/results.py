@@ -102,6 +102,11 @@ def summarize(run_dir: Path, table: str, row: str, order: int = 0, note: str | N
         "date": str(record.get("started", ""))[:10],
         "source": "run folder",
     }
+    # a run continued in its folder (resume) may have been trained at more than one commit
+    earlier = [(p.get("code") or {}).get("commit") for p in record.get("earlier_processes") or []]
+    earlier = [c for c in dict.fromkeys(earlier) if c and c != summary["commit"]]
+    if earlier:
+        summary["earlier_commits"] = earlier
     if note:
         summary["note"] = note
     return summary
@@ -129,10 +134,14 @@ def _value(summary: dict[str, Any], metric: str) -> Any:
     return summary.get(metric) if metric in ("best_score", "wall_time_s") else summary["metrics"].get(metric)
 
 
+def _short(commit: str) -> str:
+    return commit[:7] if re.fullmatch(r"[0-9a-f]{40}", commit) else commit
+
+
 def _commit(summary: dict[str, Any]) -> str:
-    commit = str(summary.get("commit") or "")
-    short = commit[:7] if re.fullmatch(r"[0-9a-f]{40}", commit) else commit
-    return short + (" + patch" if summary.get("dirty") else "")
+    """The commit that made a row; a run continued at another commit names the earlier ones first."""
+    final = _short(str(summary.get("commit") or "")) + (" + patch" if summary.get("dirty") else "")
+    return ", then ".join([*(_short(str(c)) for c in summary.get("earlier_commits") or []), final])
 
 
 def render_table(spec: dict[str, Any], rows: list[dict[str, Any]]) -> str:
