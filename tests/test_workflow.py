@@ -85,14 +85,18 @@ def test_kill_and_resume_equals_an_uninterrupted_run(compose_cfg, tmp_path):
     full = train(compose_cfg(*QUICK, output_dir=tmp_path / "full"))
     cut = tmp_path / "cut"
     train(compose_cfg(*QUICK, "trainer.max_epochs=1", output_dir=cut))
-    (cut / "metrics.json").unlink()  # as a SIGKILL after epoch 1 leaves it: last.ckpt, no metrics.json
+    # as a SIGKILL after epoch 1 leaves it: last.ckpt, no metrics.json, a provenance.json without an end
+    (cut / "metrics.json").unlink()
+    started = json.loads((cut / "provenance.json").read_text())
+    unended = {k: v for k, v in started.items() if k not in ("ended", "status", "wall_time_s")}
+    (cut / "provenance.json").write_text(json.dumps(unended))
     resumed = train(compose_cfg(*QUICK, "resume=true", output_dir=cut))  # continues from last.ckpt
     assert resumed["status"] == "completed"
     for key in ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss"):
         assert resumed[key] == full[key], key
     # the record keeps the killed process (no metrics.json, so no wall time) beside the one that finished
     (killed,) = json.loads((cut / "provenance.json").read_text())["earlier_processes"]
-    assert killed["status"] == "completed" and killed["wall_time_s"] is None and resumed["processes"] == 2
+    assert killed["started"] == started["started"] and killed["wall_time_s"] is None and resumed["processes"] == 2
 
 
 def test_a_run_continued_in_its_folder_keeps_every_process_and_their_wall_time(compose_cfg, tmp_path):
@@ -105,6 +109,12 @@ def test_a_run_continued_in_its_folder_keeps_every_process_and_their_wall_time(c
     assert earlier["started"] == first_record["started"] and earlier["wall_time_s"] == first["wall_time_s"]
     assert record["started"] >= earlier["ended"] and "earlier_processes" not in earlier
     assert continued["processes"] == 2 and continued["wall_time_s"] > first["wall_time_s"]
+    # a third process counts each earlier one's own time once, not the second's running total again
+    train(compose_cfg(*QUICK, "trainer.max_epochs=3", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", output_dir=run))
+    third = json.loads((run / "provenance.json").read_text())
+    assert [p["wall_time_s"] for p in third["earlier_processes"]] == [first["wall_time_s"], record["wall_time_s"]]
+    total = json.loads((run / "metrics.json").read_text())["wall_time_s"]
+    assert total == round(first["wall_time_s"] + record["wall_time_s"] + third["wall_time_s"], 3)
     # a run started afresh in another folder from that checkpoint is a new run with one process
     elsewhere = train(compose_cfg(*QUICK, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", output_dir=tmp_path / "b"))
     assert "processes" not in elsewhere

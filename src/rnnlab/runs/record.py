@@ -63,8 +63,10 @@ class RunRecord:
         if not previous:
             return []
         earlier = previous.pop("earlier_processes", [])
-        wall = (read_metrics(self.output_dir) or {}).get("wall_time_s") if "ended" in previous else None
-        return [*earlier, {**previous, "wall_time_s": wall}]
+        if "wall_time_s" not in previous:  # written before processes kept their own: metrics.json's is its
+            ended = "ended" in previous  # a process killed outright wrote neither
+            previous["wall_time_s"] = (read_metrics(self.output_dir) or {}).get("wall_time_s") if ended else None
+        return [*earlier, previous]
 
     def update(self, values: Mapping[str, Any]) -> None:
         self.data.update(values)
@@ -89,8 +91,9 @@ class RunRecord:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        own = round(time.perf_counter() - self._start, 3)
         earlier = [p["wall_time_s"] for p in self._earlier if isinstance(p.get("wall_time_s"), (int, float))]
-        self.data["wall_time_s"] = round(time.perf_counter() - self._start + sum(earlier), 3)
+        self.data["wall_time_s"] = round(own + sum(earlier), 3)
         if self._earlier:
             self.data["processes"] = len(self._earlier) + 1
         if exc is None:
@@ -101,7 +104,7 @@ class RunRecord:
             self.data["error"] = f"{exc_type.__name__}: {message}"
         self._write_json(METRICS, self.data)
         if self.provenance is not None:
-            self.provenance.update(ended=provenance.now(), status=self.data["status"])
+            self.provenance.update(ended=provenance.now(), status=self.data["status"], wall_time_s=own)
             self._write_provenance()
         return False
 
