@@ -42,18 +42,20 @@ class RunRecord:
     and ``provenance.json``), ``add_data`` the data files it read; on exit, however the run ends,
     ``metrics.json`` (status, error, wall time, metrics) and the provenance's end time.
 
-    A run continued in its own folder (``resume=true``) was made by more than one process, perhaps at
-    other commits or on other machines: ``start`` keeps each earlier process's provenance, with its
-    wall time, under ``earlier_processes``, and ``metrics.json`` gives the wall time of them all
-    (``processes`` says how many; a process killed before it could write one adds nothing).
+    A run continued in its own folder (``resume=true``, or ``ckpt_path`` to one of its checkpoints) was
+    made by more than one process, perhaps at other commits or on other machines: ``start`` keeps each
+    earlier process's provenance, with its wall time, under ``earlier_processes``, and ``metrics.json``
+    gives the wall time of them all (``processes`` says how many; a process killed before it could
+    write one adds nothing). From a checkpoint of another folder a run starts a record of its own.
     """
 
-    def __init__(self, output_dir: str | Path, seed: int | None, continuing: bool = False):
+    def __init__(self, output_dir: str | Path, seed: int | None, ckpt_path: str | Path | None = None):
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / METRICS
         self.data: dict[str, Any] = {"status": "running", "seed": seed}
         self.config: dict[str, Any] | None = None
         self.provenance: dict[str, Any] | None = None
+        continuing = ckpt_path is not None and Path(ckpt_path).resolve().is_relative_to(self.output_dir.resolve())
         self._earlier = self._earlier_processes() if continuing else []
         self._start = time.perf_counter()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -46,9 +45,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     if ckpt_path:
         check_resumable(ckpt_path, trust=cfg.trust_checkpoint)
 
-    # a checkpoint of this very folder: the run goes on, and its record keeps the earlier processes'
-    continuing = ckpt_path is not None and Path(ckpt_path).resolve().is_relative_to(Path(output_dir).resolve())
-    with RunRecord(output_dir, seed=cfg.get("seed"), continuing=continuing) as run:
+    with RunRecord(output_dir, seed=cfg.get("seed"), ckpt_path=ckpt_path) as run:
         run.start(checked(cfg))
         pl.seed_everything(cfg.seed, workers=True)
 
