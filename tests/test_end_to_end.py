@@ -65,6 +65,8 @@ def test_train_checkpoint_eval_round_trip(compose_cfg, tmp_path):
         "test/auroc",
         "wall_time_s",
         "seed",
+        "perf/train_examples_per_s",
+        "perf/train_tokens_per_s",
     ):
         assert key in on_disk, key
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
@@ -109,6 +111,7 @@ def test_ddp_cpu_two_processes(compose_cfg, tmp_path):
     run_dir = tmp_path / "ddp"
     metrics = train(compose_cfg("experiment=imdb_lstm", "trainer=ddp_cpu", *QUICK, output_dir=run_dir))
     assert metrics["status"] == "completed" and "test/acc" in metrics
+    assert metrics["perf/train_examples_per_s"] > 0  # summed over the two processes' shares
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 

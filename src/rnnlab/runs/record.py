@@ -22,13 +22,16 @@ from rnnlab.runs import provenance
 from rnnlab.runs.folder import COMMAND, METRICS, PATCH, PROVENANCE, RESOLVED_CONFIG, read_metrics, read_provenance
 
 METRIC_PREFIXES = ("train/", "val/", "test/")
+# speed (``rnnlab.throughput``): recorded beside the metrics, never compared between runs, since the
+# machine and whatever else it ran set it
+PERF_PREFIX = "perf/"
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Plain floats of the ``train/* val/* test/*`` entries (tensors converted, others dropped)."""
+    """Plain floats of the ``train/* val/* test/* perf/*`` entries (tensors converted, others dropped)."""
     out = {}
     for key, value in metrics.items():
-        if not key.startswith(METRIC_PREFIXES):
+        if not key.startswith((*METRIC_PREFIXES, PERF_PREFIX)):
             continue
         value = float(value.item() if hasattr(value, "item") else value)
         out[key] = value if math.isfinite(value) else str(value)
