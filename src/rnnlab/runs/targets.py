@@ -20,6 +20,7 @@ RNNLAB_TARGETS = frozenset(
         *DATAMODULES,
         "rnnlab.callbacks.NonFiniteLossGuard",
         "rnnlab.callbacks.CheckpointOnInterrupt",
+        "rnnlab.throughput.TrainingThroughput",
         "rnnlab.models.schedules.slanted_triangular",
         "rnnlab.ddp.JobDDPStrategy",
     }
