@@ -8,6 +8,7 @@ from rnnlab.data.batching import (
     collate_classification,
     collate_language_model,
     concat_ragged,
+    labelled_and_unlabelled,
     ragged_from_ids,
     reverse_each,
 )
@@ -20,6 +21,20 @@ def test_ragged_round_trip_and_collate_shapes():
     assert batch.tokens.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]]
     assert batch.lengths.tolist() == [3, 1, 2]
     assert batch.targets.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_a_training_batch_splits_into_labelled_and_unlabelled_reviews():
+    flat, offsets = ragged_from_ids([[5, 6], [7]])
+    ds = RaggedSequences.from_offsets(flat, offsets, torch.tensor([1.0, 0.0]))
+    labelled = collate_classification([ds[0], ds[1]], pad_index=0)
+    unlabelled = collate_classification([ds[1]], pad_index=0)
+    for batch, expected_unlabelled in [
+        (labelled, None),
+        ({"labelled": labelled}, None),
+        ({"labelled": labelled, "unlabelled": unlabelled}, unlabelled),
+    ]:
+        got_labelled, got_unlabelled = labelled_and_unlabelled(batch)
+        assert got_labelled is labelled and got_unlabelled is expected_unlabelled
 
 
 def test_max_length_truncates():

@@ -14,16 +14,11 @@ import time
 import lightning.pytorch as pl
 import torch
 
-from rnnlab.data.batching import Batch
+from rnnlab.data.batching import labelled_and_unlabelled
 from rnnlab.runs.record import PERF_PREFIX
 
 EXAMPLES_PER_S = f"{PERF_PREFIX}train_examples_per_s"
 TOKENS_PER_S = f"{PERF_PREFIX}train_tokens_per_s"
-
-
-def labelled_part(batch: Batch | dict[str, Batch]) -> Batch:
-    """The batch an epoch counts: a classifier's labelled reviews when unlabelled ones ride along."""
-    return batch["labelled"] if isinstance(batch, dict) else batch
 
 
 class TrainingThroughput(pl.Callback):
@@ -50,7 +45,7 @@ class TrainingThroughput(pl.Callback):
             self._started = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int):
-        counted = labelled_part(batch)
+        counted, _ = labelled_and_unlabelled(batch)  # what an epoch counts: the unlabelled reviews ride along
         self._examples += len(counted)
         self._tokens += int(counted.lengths.sum())
 

@@ -34,6 +34,12 @@ class Batch:
         return Batch(self.tokens.pin_memory(), self.lengths, self.targets.pin_memory())
 
 
+def labelled_and_unlabelled(batch: Batch | dict[str, Batch]) -> tuple[Batch, Batch | None]:
+    """A training batch's labelled reviews and the unlabelled ones riding along (``data.unlabelled_batches``:
+    the IMDb DataModule combines the two loaders into ``{"labelled", "unlabelled"}``), or ``None``."""
+    return (batch["labelled"], batch.get("unlabelled")) if isinstance(batch, dict) else (batch, None)
+
+
 def ragged_from_ids(sequences: Sequence[Sequence[int]], lookup: np.ndarray | None = None) -> tuple[Tensor, Tensor]:
     """``(flat, offsets)`` with ``offsets[i]:offsets[i+1]`` the i-th sequence, each id mapped through
     ``lookup`` when given: one array operation, never a Python list of every token."""

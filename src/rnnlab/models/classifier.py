@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 
-from rnnlab.data.batching import Batch
+from rnnlab.data.batching import Batch, labelled_and_unlabelled
 from rnnlab.errors import ConfigError
 from rnnlab.models.adversarial import (
     MODES,
@@ -209,9 +209,7 @@ class SequenceClassifier(RecurrentModule):
         """The supervised loss, plus with ``adversarial`` the adversarial (at) or virtual adversarial
         (vat) term, each logged on its own. The virtual adversarial term costs three passes of its batch;
         spent on the unlabelled reviews it also reaches the text no label covers."""
-        labelled, unlabelled = (
-            (batch["labelled"], batch.get("unlabelled")) if isinstance(batch, dict) else (batch, None)
-        )
+        labelled, unlabelled = labelled_and_unlabelled(batch)
         mode = self.hparams.adversarial
         if mode is None:
             return self._step(labelled, "train", self.train_metrics)[0]
