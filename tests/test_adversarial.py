@@ -9,7 +9,14 @@ import torch.nn.functional as F
 from test_transfer import TINY
 
 from rnnlab.data.batching import Batch
-from rnnlab.models.adversarial import MODES, kl_divergence, sensitive_direction, unit, virtual_adversarial_loss
+from rnnlab.models.adversarial import (
+    MODES,
+    kl_divergence,
+    sensitive_direction,
+    terms_of,
+    unit,
+    virtual_adversarial_loss,
+)
 from rnnlab.models.classifier import SequenceClassifier
 from rnnlab.models.encoder import CELLS
 from rnnlab.tasks.evaluate import evaluate
@@ -161,7 +168,9 @@ def test_every_cell_and_direction_learns_from_the_adversarial_term(mode, cell, b
     unlabelled = Batch(torch.randint(1, 30, (2, 6)), torch.tensor([6, 3]), torch.full((2,), -1.0))
     total = model.training_step({"labelled": labelled, "unlabelled": unlabelled}, 0)
     total.backward()
-    assert logged[f"train/loss_{mode}"] > 0 and total > logged["train/loss_supervised"]
+    terms = [logged[f"train/loss_{term}"] for term in terms_of(mode)]
+    assert all(term > 0 for term in terms) and total > logged["train/loss_supervised"]
+    torch.testing.assert_close(total, logged["train/loss_supervised"] + sum(terms))  # no ramp: weight 1
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert model.encoder.embedding.weight.grad.abs().sum() > 0
@@ -185,7 +194,7 @@ def test_vat_trains_under_ddp_and_mixed_precision(compose_cfg, tmp_path):
     assert metrics["train/loss_vat"] > 0 and math.isfinite(metrics["test/loss"])
 
 
-@pytest.mark.parametrize("mode", ["at", "vat"])
+@pytest.mark.parametrize("mode", MODES)
 def test_each_mode_trains_and_its_checkpoint_evaluates_as_any_other(mode, compose_cfg, tmp_path):
     run = tmp_path / mode
     cfg = compose_cfg(
@@ -209,3 +218,16 @@ def test_each_mode_trains_and_its_checkpoint_evaluates_as_any_other(mode, compos
     first, second = predict(ask), predict(ask)  # no perturbation, no dropout at inference
     assert first["probability"].tolist() == second["probability"].tolist()
     assert first.loc[0, "p_negative"] + first.loc[0, "p_positive"] == pytest.approx(1.0)
+
+
+def test_atvat_adds_the_adversarial_term_on_the_labelled_batch_and_vat_on_the_unlabelled_one():
+    model = classifier(adversarial="atvat").train()
+    model.log = lambda *args, **kwargs: None
+    model.log_dict = lambda *args, **kwargs: None
+    labelled = Batch(torch.randint(1, 30, (2, 5)), torch.tensor([5, 3]), torch.tensor([1.0, 0.0]))
+    unlabelled = Batch(torch.randint(1, 30, (3, 4)), torch.tensor([4, 4, 2]), torch.full((3,), -1.0))
+    seen = []
+    logits_from = model.logits_from
+    model.logits_from = lambda e, n: (seen.append(e.size(0)), logits_from(e, n))[1]
+    model.training_step({"labelled": labelled, "unlabelled": unlabelled}, 0)
+    assert seen == [2, 2, 3, 3, 3]  # supervised, AT's perturbed labelled pass, then VAT's three unlabelled

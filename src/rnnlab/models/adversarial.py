@@ -7,7 +7,8 @@ over its real steps) in the direction that hurts the model most:
 - virtual adversarial training (``vat``): ``r`` follows the direction that most changes the
   model's own prediction, found by ``iterations`` steps of power iteration from a random vector
   of norm ``xi``; the KL divergence between the predictions at ``x`` and ``x + r`` is added.
-  It needs no label, so unlabelled reviews take part too.
+  It needs no label, so unlabelled reviews take part too;
+- both (``atvat``, as Miyato et al.'s code names it): the sum of the two terms.
 The perturbation is meaningful only against a known embedding scale: the classifier normalises
 its embeddings by the word frequencies (``normalized_embeddings``), as the paper does.
 """
@@ -22,7 +23,13 @@ from torch import Tensor
 
 from rnnlab.models.padding import step_mask
 
-MODES = ("at", "vat")
+MODES = ("at", "vat", "atvat")
+
+
+def terms_of(mode: str) -> tuple[str, ...]:
+    """The adversarial terms a mode adds to the supervised loss: ``("at",)``, ``("vat",)`` or both."""
+    return ("at", "vat") if mode == "atvat" else (mode,)
+
 
 Logits = Callable[[Tensor, Tensor], Tensor]  # (embedded [B, T, E], lengths [B]) -> logits
 

@@ -18,6 +18,7 @@ from rnnlab.models.adversarial import (
     adversarial_loss,
     embedding_statistics,
     normalized_embeddings,
+    terms_of,
     virtual_adversarial_loss,
 )
 from rnnlab.models.base import OptimizerFactory, RecurrentModule, SchedulerFactory
@@ -101,8 +102,8 @@ class SequenceClassifier(RecurrentModule):
             )
         if adversarial not in (None, *MODES) or adv_epsilon <= 0 or vat_xi <= 0 or vat_iterations < 1:
             raise ConfigError(
-                f"model.adversarial={adversarial!r} (null | at | vat) needs model.adv_epsilon > 0, model.vat_xi > 0 "
-                f"and model.vat_iterations >= 1 (got {adv_epsilon}, {vat_xi}, {vat_iterations})"
+                f"model.adversarial={adversarial!r} (null | at | vat | atvat) needs model.adv_epsilon > 0, "
+                f"model.vat_xi > 0 and model.vat_iterations >= 1 (got {adv_epsilon}, {vat_xi}, {vat_iterations})"
             )
         if adv_warmup_steps < 0:
             raise ConfigError(f"model.adv_warmup_steps must not be negative, got {adv_warmup_steps}")
@@ -206,7 +207,7 @@ class SequenceClassifier(RecurrentModule):
         return loss, scores.detach(), targets
 
     def training_step(self, batch: Batch | dict[str, Batch], batch_idx: int) -> Tensor:
-        """The supervised loss, plus with ``adversarial`` the adversarial (at) or virtual adversarial
+        """The supervised loss, plus with ``adversarial`` the adversarial (at) and/or virtual adversarial
         (vat) term, each logged on its own. The virtual adversarial term costs three passes of its batch;
         spent on the unlabelled reviews it also reaches the text no label covers."""
         labelled, unlabelled = labelled_and_unlabelled(batch)
@@ -216,8 +217,9 @@ class SequenceClassifier(RecurrentModule):
         embedded = self.embed(labelled.tokens)
         supervised = self._step(labelled, "train", self.train_metrics, embedded, name="loss_supervised")[0]
         epsilon = self.hparams.adv_epsilon
-        if mode == "at":
-            extra = adversarial_loss(
+        terms: dict[str, Tensor] = {}
+        if "at" in terms_of(mode):
+            terms["at"] = adversarial_loss(
                 self.logits_from,
                 lambda logits: self.loss(logits, labelled.targets),
                 embedded,
@@ -225,12 +227,12 @@ class SequenceClassifier(RecurrentModule):
                 supervised,
                 epsilon,
             )
-        else:  # on one batch, as Miyato et al.: the unlabelled one beside the labelled batch when there is one
+        if "vat" in terms_of(mode):  # on one batch, as Miyato et al.: the unlabelled one when there is one
             if unlabelled is None:
                 reviews, vat_embedded = labelled, embedded
             else:  # the unlabelled reviews enter this term only, never the supervised loss
                 reviews, vat_embedded = unlabelled, self.embed(unlabelled.tokens)
-            extra = virtual_adversarial_loss(
+            terms["vat"] = virtual_adversarial_loss(
                 self.logits_from,
                 vat_embedded,
                 reviews.lengths,
@@ -240,8 +242,9 @@ class SequenceClassifier(RecurrentModule):
                 self.hparams.vat_same_dropout,
             )
         weight = self.adversarial_weight()
-        total = supervised + weight * extra
-        self.log(f"train/loss_{mode}", extra.detach(), on_step=True, batch_size=len(labelled))
+        total = supervised + weight * sum(terms.values())
+        for name, term in terms.items():
+            self.log(f"train/loss_{name}", term.detach(), on_step=True, batch_size=len(labelled))
         if self.hparams.adv_warmup_steps:
             self.log("train/adv_weight", weight, on_step=True, batch_size=len(labelled))
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True, batch_size=len(labelled))
