@@ -123,8 +123,10 @@ def test_the_power_iteration_finds_the_most_sensitive_direction(autocast):
     assert (cosine > 0.9).all(), cosine
 
 
-def test_unlabelled_reviews_reach_the_vat_term_and_never_the_supervised_loss():
-    model = classifier(adversarial="vat").train()
+# the batch sizes of the passes: the supervised pass (labelled), AT's perturbed labelled pass, VAT's three
+@pytest.mark.parametrize(("mode", "passes"), [("vat", [2, 3, 3, 3]), ("atvat", [2, 2, 3, 3, 3])])
+def test_unlabelled_reviews_reach_the_vat_term_and_never_the_supervised_loss(mode, passes):
+    model = classifier(adversarial=mode).train()
     model.log = lambda *args, **kwargs: None  # no trainer here to log to
     model.log_dict = lambda *args, **kwargs: None
     labelled = Batch(torch.randint(1, 30, (2, 5)), torch.tensor([5, 3]), torch.tensor([1.0, 0.0]))
@@ -136,7 +138,7 @@ def test_unlabelled_reviews_reach_the_vat_term_and_never_the_supervised_loss():
     loss = model.loss
     model.loss = lambda logits, targets: (losses.append(targets.clone()), loss(logits, targets))[1]
     total = model.training_step({"labelled": labelled, "unlabelled": unlabelled}, 0)
-    assert total.requires_grad and seen == [2, 3, 3, 3]  # labelled: the supervised pass; unlabelled: VAT's three
+    assert total.requires_grad and seen == passes
     assert all(torch.equal(t, labelled.targets) for t in losses)  # only the labels of the labelled batch
 
 
@@ -218,16 +220,3 @@ def test_each_mode_trains_and_its_checkpoint_evaluates_as_any_other(mode, compos
     first, second = predict(ask), predict(ask)  # no perturbation, no dropout at inference
     assert first["probability"].tolist() == second["probability"].tolist()
     assert first.loc[0, "p_negative"] + first.loc[0, "p_positive"] == pytest.approx(1.0)
-
-
-def test_atvat_adds_the_adversarial_term_on_the_labelled_batch_and_vat_on_the_unlabelled_one():
-    model = classifier(adversarial="atvat").train()
-    model.log = lambda *args, **kwargs: None
-    model.log_dict = lambda *args, **kwargs: None
-    labelled = Batch(torch.randint(1, 30, (2, 5)), torch.tensor([5, 3]), torch.tensor([1.0, 0.0]))
-    unlabelled = Batch(torch.randint(1, 30, (3, 4)), torch.tensor([4, 4, 2]), torch.full((3,), -1.0))
-    seen = []
-    logits_from = model.logits_from
-    model.logits_from = lambda e, n: (seen.append(e.size(0)), logits_from(e, n))[1]
-    model.training_step({"labelled": labelled, "unlabelled": unlabelled}, 0)
-    assert seen == [2, 2, 3, 3, 3]  # supervised, AT's perturbed labelled pass, then VAT's three unlabelled
