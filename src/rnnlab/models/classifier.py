@@ -102,7 +102,7 @@ class SequenceClassifier(RecurrentModule):
             )
         if adversarial not in (None, *MODES) or adv_epsilon <= 0 or vat_xi <= 0 or vat_iterations < 1:
             raise ConfigError(
-                f"model.adversarial={adversarial!r} (null | at | vat | atvat) needs model.adv_epsilon > 0, "
+                f"model.adversarial={adversarial!r} (null | {' | '.join(MODES)}) needs model.adv_epsilon > 0, "
                 f"model.vat_xi > 0 and model.vat_iterations >= 1 (got {adv_epsilon}, {vat_xi}, {vat_iterations})"
             )
         if adv_warmup_steps < 0:
