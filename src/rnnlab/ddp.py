@@ -10,11 +10,17 @@ folder (``metrics.json``, checkpoints). Outside Hydra (no saved config) Lightnin
 
 Between the jobs of one process (a multirun), ``preserved_environment`` puts back the variables
 the launcher set and the process group is closed, so the next job starts its own ranks.
+
+``ForkDDPStrategy`` is Lightning's ``ddp_fork`` made safe to fork from a process that has already
+computed: GNU OpenMP (torch's threads on Linux) keeps its worker threads between parallel regions,
+a forked child inherits the bookkeeping but not the threads, and its first parallel region with
+more than one thread waits for them forever. Each launch first lets those threads go.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import subprocess
 import sys
@@ -24,12 +30,14 @@ from typing import Any
 
 import torch
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 # what Lightning's launcher sets in this process for the ranks it starts
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 ENTRY = "rnnlab.cli.train"
+OMP_PAUSE_SOFT = 1  # omp_pause_resource_t: threads go, data the runtime keeps for later stays
 
 
 def rank_command(job_dir: Path, local_rank: int) -> list[str]:
@@ -88,6 +96,39 @@ class JobDDPStrategy(DDPStrategy):
             self._launcher = JobScriptLauncher(
                 self.cluster_environment, self.num_processes, self.num_nodes, job_dir=self.job_dir
             )
+
+
+def release_openmp_threads() -> bool:
+    """Let the OpenMP runtime's idle worker threads go, so that a process forked next makes its own.
+
+    OpenMP 5's ``omp_pause_resource_all``; the runtime starts new threads at the next parallel
+    region of this process. False where no OpenMP runtime is loaded or it cannot pause.
+    """
+    try:
+        pause = ctypes.CDLL(None).omp_pause_resource_all
+    except (AttributeError, OSError):
+        return False
+    pause.argtypes = [ctypes.c_int]
+    pause.restype = ctypes.c_int
+    return pause(OMP_PAUSE_SOFT) == 0
+
+
+class OpenMPSafeForkLauncher(_MultiProcessingLauncher):
+    """Lightning's fork launcher that releases OpenMP's threads first (see the module's docstring)."""
+
+    def launch(self, function: Any, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        release_openmp_threads()
+        return super().launch(function, *args, trainer=trainer, **kwargs)
+
+
+class ForkDDPStrategy(DDPStrategy):
+    """Lightning's ``ddp_fork``: ranks forked from this process, each free to use several threads."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(start_method="fork", **kwargs)
+
+    def _configure_launcher(self) -> None:
+        self._launcher = OpenMPSafeForkLauncher(self, start_method="fork")
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ RNNLAB_TARGETS = frozenset(
         "rnnlab.throughput.TrainingThroughput",
         "rnnlab.models.schedules.slanted_triangular",
         "rnnlab.ddp.JobDDPStrategy",
+        "rnnlab.ddp.ForkDDPStrategy",
     }
 )
 FAMILIES = ("torch.optim.", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.")
