@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 from subprocess import PIPE
 
+import pytest
 from omegaconf import OmegaConf
 
 LIMIT_S = 240  # the cases take seconds; a hang is what runs past this
@@ -60,14 +61,24 @@ def test_a_child_forked_after_the_threads_are_released_computes_with_two_threads
     assert proc.returncode == 0 and proc.stdout.split() == ["exit", "0"], proc.stderr[-3000:]
 
 
-def test_the_ddp_cpu_preset_trains_with_two_threads_per_rank_after_earlier_work(compose_cfg, tmp_path):
-    strategy = tmp_path / "strategy.yaml"
-    OmegaConf.save(compose_cfg("trainer=ddp_cpu").trainer.strategy, strategy)
+@pytest.mark.parametrize(
+    "trainer",
+    [
+        ["trainer=ddp_cpu"],
+        # Lightning's registry name of the same strategy: rnnlab's builder swaps in its own
+        ["trainer=cpu", "trainer.devices=2", "trainer.strategy=ddp_fork"],
+    ],
+    ids=["preset", "ddp_fork"],
+)
+def test_ddp_on_forked_cpu_ranks_trains_with_two_threads_per_rank_after_earlier_work(compose_cfg, tmp_path, trainer):
+    run_cfg = tmp_path / "run.yaml"
+    quick = ["trainer.max_steps=2", "trainer.enable_checkpointing=false", "trainer.num_sanity_val_steps=0"]
+    OmegaConf.save(compose_cfg(*trainer, *quick), run_cfg, resolve=True)
     proc = run_python(
         f"""
         import lightning.pytorch as pl
-        from hydra.utils import instantiate
         from omegaconf import OmegaConf
+        from rnnlab.builders import build_trainer
 
         class Busy(pl.LightningModule):
             def __init__(self):
@@ -81,16 +92,7 @@ def test_the_ddp_cpu_preset_trains_with_two_threads_per_rank_after_earlier_work(
             def configure_optimizers(self):
                 return torch.optim.SGD(self.parameters(), lr=0.1)
 
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=2,
-            strategy=instantiate(OmegaConf.load({str(strategy)!r})),
-            max_steps=2,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        trainer = build_trainer(OmegaConf.load({str(run_cfg)!r}), callbacks=[], logger=False)
         trainer.fit(Busy(), torch.utils.data.DataLoader(torch.randn(8, 4), batch_size=2))
         print("threads", int(trainer.callback_metrics["threads"]))  # rank 0's metrics come back
         """,

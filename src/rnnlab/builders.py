@@ -14,6 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.ddp import fork_safe
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.models.transfer import init_encoder_from_language_model
 
@@ -76,7 +77,12 @@ def build_logger(cfg: DictConfig) -> Any:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
-    return build(cfg.trainer, callbacks=callbacks, logger=logger)
+    strategy = cfg.trainer.get("strategy")
+    safe = fork_safe(strategy)
+    if safe is strategy:
+        return build(cfg.trainer, callbacks=callbacks, logger=logger)
+    log.info("trainer.strategy=%s runs as rnnlab.ddp.ForkDDPStrategy (the same, safe to fork)", strategy)
+    return build(cfg.trainer, callbacks=callbacks, logger=logger, strategy=safe)
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

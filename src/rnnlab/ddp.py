@@ -14,7 +14,8 @@ the launcher set and the process group is closed, so the next job starts its own
 ``ForkDDPStrategy`` is Lightning's ``ddp_fork`` made safe to fork from a process that has already
 computed: GNU OpenMP (torch's threads on Linux) keeps its worker threads between parallel regions,
 a forked child inherits the bookkeeping but not the threads, and its first parallel region with
-more than one thread waits for them forever. Each launch first lets those threads go.
+more than one thread waits for them forever. Each launch first lets those threads go, and
+``fork_safe`` gives it to a run that names Lightning's own (``trainer.strategy=ddp_fork``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
@@ -129,6 +130,21 @@ class ForkDDPStrategy(DDPStrategy):
 
     def _configure_launcher(self) -> None:
         self._launcher = OpenMPSafeForkLauncher(self, start_method="fork")
+
+
+def fork_safe(strategy: Any) -> Any:
+    """``strategy``, or ``ForkDDPStrategy`` with the same settings where it names Lightning's forking DDP.
+
+    ``ddp_fork``, ``ddp_notebook`` and their ``find_unused_parameters`` variants are registry names
+    of ``DDPStrategy(start_method="fork")``, whose ranks can hang as described above.
+    """
+    entry = StrategyRegistry[strategy] if isinstance(strategy, str) and strategy in StrategyRegistry else None
+    if entry is None or entry["strategy"] is not DDPStrategy:
+        return strategy
+    params = dict(entry["init_params"])
+    if params.pop("start_method", None) != "fork":
+        return strategy
+    return ForkDDPStrategy(**params)
 
 
 @contextlib.contextmanager
