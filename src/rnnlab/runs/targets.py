@@ -21,6 +21,7 @@ RNNLAB_TARGETS = frozenset(
         "rnnlab.callbacks.NonFiniteLossGuard",
         "rnnlab.callbacks.CheckpointOnInterrupt",
         "rnnlab.throughput.TrainingThroughput",
+        "rnnlab.weight_average.WeightAverage",
         "rnnlab.models.schedules.slanted_triangular",
         "rnnlab.ddp.JobDDPStrategy",
         "rnnlab.ddp.ForkDDPStrategy",
