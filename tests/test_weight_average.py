@@ -9,12 +9,14 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
 from test_transfer import SMALL, TINY
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rnnlab.builders import build_callbacks
 from rnnlab.errors import ConfigError
+from rnnlab.runs.targets import foreign_targets
 from rnnlab.tasks.evaluate import evaluate
 from rnnlab.tasks.train import train
 from rnnlab.weight_average import WeightAverage
@@ -114,8 +116,10 @@ def test_settings_out_of_range_are_config_errors(kwargs):
 
 
 @pytest.mark.parametrize("option", ["swa", "ema"])
-def test_each_option_composes_into_the_callbacks(option, compose_cfg):
-    callbacks = build_callbacks(compose_cfg("experiment=imdb_vat", f"callbacks/weight_average={option}"))
+def test_each_option_composes_into_the_callbacks_and_a_rerun_accepts_it(option, compose_cfg):
+    cfg = compose_cfg("experiment=imdb_vat", f"callbacks/weight_average={option}")
+    assert foreign_targets(OmegaConf.to_container(cfg)) == []  # rerun.py builds a saved config of it
+    callbacks = build_callbacks(cfg)
     (average,) = [c for c in callbacks if isinstance(c, WeightAverage)]
     assert (average.decay is None) == (option == "swa")
 
