@@ -53,8 +53,6 @@ class WeightAverage(WeightAveraging):
         self.start_fraction = start_fraction
         self.decay = decay
         self.start_epoch = 0
-        self._epoch = 0  # the epoch of the step just taken: should_update is told the step only
-        self._swapped = False
 
     @property
     def averaging(self) -> bool:
@@ -72,24 +70,21 @@ class WeightAverage(WeightAveraging):
                 )
             self.start_epoch = math.floor(self.start_fraction * epochs)
 
-    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        return step_idx is not None and self._epoch >= self.start_epoch
-
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._epoch = trainer.current_epoch
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # the base class updates after every step it is called for (should_update is told the step only)
+        if trainer.current_epoch >= self.start_epoch:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    # no step is taken during validation, so both ends see the same answer and the swap is undone
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._swapped = self.averaging
-        if self._swapped:
+        if self.averaging:
             self._swap_models(pl_module)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._swapped:
+        if self.averaging:
             self._swap_models(pl_module)
-            self._swapped = False
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.averaging:
