@@ -306,3 +306,8 @@ def test_every_target_of_the_packaged_configs_is_allowed_and_foreign_ones_are_no
     for target in ("subprocess.Popen", "os.system", "torch.load", "rnnlab.runs.checkpoints.load_checkpoint"):
         assert not is_allowed(target), target
     assert not is_allowed("torch.optim._multi_tensor.x") and is_allowed("torch.optim.lr_scheduler.OneCycleLR")
+    # a family's name is checked by what it resolves to: a path through a module's imports is not a member
+    for alias in ("lightning.pytorch.callbacks.model_checkpoint.os.system", "torch.optim.sgd.torch.load"):
+        assert not is_allowed(alias), alias
+    assert not is_allowed("lightning.pytorch.loggers.WandbLogger")  # a logger that sends the run away
+    assert is_allowed("lightning.pytorch.callbacks.EarlyStopping") and is_allowed("torch.optim.swa_utils.SWALR")
