@@ -124,6 +124,15 @@ def write_tiny_news(root: Path, repeats: int = 8) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def test_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """No test writes the user's own cache (``~/.cache/rnnlab``): commands a test runs without a
+    ``paths.cache_dir`` share one of their own (a test of the default unsets the variable)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RNNLAB_CACHE_DIR", str(tmp_path_factory.mktemp("user-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")

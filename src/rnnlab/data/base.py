@@ -46,7 +46,7 @@ class CachedTextDataModule(pl.LightningDataModule):
     def __init__(
         self,
         data_dir: str | None = None,
-        cache_dir: str = ".cache/rnnlab",
+        cache_dir: str | None = None,  # None: the user-level cache (cache.default_cache_dir)
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         bucket: bool = True,

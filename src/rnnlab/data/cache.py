@@ -21,6 +21,24 @@ from rnnlab.io import atomic_write, file_digest
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
+CACHE_ENV = "RNNLAB_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """Where tokenised data is kept when no folder is given: ``$RNNLAB_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/rnnlab``, else ``~/.cache/rnnlab``.
+
+    A user-level folder, as the XDG base-directory convention has it, and never one relative to
+    the current folder: a command run from anywhere writes nothing where it stands and finds the
+    data it tokenised before. ``XDG_CACHE_HOME`` counts only when it is an absolute path (the
+    specification says to ignore a relative one).
+    """
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "rnnlab"
 
 
 def fingerprint(path: str | os.PathLike) -> str:
@@ -44,8 +62,8 @@ def cache_key(**parts: Any) -> str:
 class TensorCache:
     """One folder of ``<name>-<key>.pt`` files holding dicts of tensors, strings and numbers."""
 
-    def __init__(self, cache_dir: str | os.PathLike, name: str):
-        self.cache_dir = Path(cache_dir).expanduser().resolve()
+    def __init__(self, cache_dir: str | os.PathLike | None, name: str):
+        self.cache_dir = Path(default_cache_dir() if cache_dir is None else cache_dir).expanduser().resolve()
         self.name = name
 
     def path(self, key: str) -> Path:
