@@ -43,11 +43,11 @@ def train_in(code: Path | None, run_dir: Path, data_dir: Path, *overrides: str) 
     return proc
 
 
-def rerun_in(code: Path, *args: str) -> subprocess.CompletedProcess:
+def rerun_in(code: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``scripts/rerun.py`` of a checkout, as a user of that checkout runs it."""
     env = {**os.environ, "PYTHONPATH": str(code / "src")}
     return subprocess.run(
-        [sys.executable, str(code / "scripts" / "rerun.py"), *args], capture_output=True, text=True, env=env
+        [sys.executable, str(code / "scripts" / "rerun.py"), *args], capture_output=True, text=True, env=env, cwd=cwd
     )
 
 
@@ -96,9 +96,18 @@ def test_provenance_names_the_commit_the_patch_the_packages_and_the_data(clone, 
 
 
 def test_rerun_replays_the_recorded_commit_after_a_later_commit_changes_the_code(clone, data, tmp_path):
+    base = clone / "src" / "rnnlab" / "models" / "base.py"
+    base.write_text(base.read_text() + "# an uncommitted edit: the run's provenance.patch\n")
     run = tmp_path / "run"
     train_in(clone, run, data)
     made_at = git("rev-parse", "HEAD", cwd=clone)
+    # what says where this machine keeps files, which trial it reports to and what it trusts is not replayed
+    config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    elsewhere, cwd = tmp_path / "elsewhere", tmp_path / "cwd"
+    config["paths"].update(cache_dir=str(elsewhere / "c"), log_dir=str(elsewhere / "l"), output_dir=str(elsewhere))
+    config.update(tune={"storage": f"journal:{elsewhere / 'j'}", "study": "s", "trial": 0}, trust_checkpoint=True)
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    cwd.mkdir()
     # a later commit changes a default of the code (the classifier of the LM's output: a dropout)
     lm = clone / "src" / "rnnlab" / "models" / "language_model.py"
     lm.write_text(
@@ -108,9 +117,13 @@ def test_rerun_replays_the_recorded_commit_after_a_later_commit_changes_the_code
     )
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-a", "-m", "new default", cwd=clone)
 
-    replayed = rerun_in(clone, str(run), "--into", str(tmp_path / "replayed"))
+    untrusted = rerun_in(clone, str(run), "--into", str(tmp_path / "replayed"))  # a patch is code: asked first
+    assert untrusted.returncode == 2 and "--trust-code" in untrusted.stderr
+    assert "src/rnnlab/models/base.py  +1 -0" in untrusted.stdout and not (tmp_path / "replayed").exists()
+    replayed = rerun_in(clone, str(run), "--into", str(tmp_path / "replayed"), "--trust-code", cwd=cwd)
     assert replayed.returncode == 0, replayed.stdout[-2000:] + replayed.stderr[-2000:]
     assert f"recorded {made_at} code" in replayed.stdout and "metrics match" in replayed.stdout
+    assert not elsewhere.exists() and list(cwd.iterdir()) == []  # only the replay's folder and the user cache
     assert json.loads((tmp_path / "replayed" / "provenance.json").read_text())["code"]["commit"] == made_at
     assert not [line for line in git("worktree", "list", cwd=clone).splitlines() if "rnnlab-replay" in line]
 

@@ -25,7 +25,7 @@ from rnnlab.errors import DataFormatError
 from rnnlab.models.generation import PROMPT_CHUNK
 from rnnlab.tasks.train import train
 
-from conftest import CONF_DIR, SCRIPTS, write_tiny_imdb
+from conftest import CONF_DIR, SCRIPTS, TINY_NOVEL_LM, write_tiny_imdb, write_tiny_novel
 
 TINY = (
     "data.val_size=8",
@@ -311,3 +311,191 @@ def test_every_target_of_the_packaged_configs_is_allowed_and_foreign_ones_are_no
         assert not is_allowed(alias), alias
     assert not is_allowed("lightning.pytorch.loggers.WandbLogger")  # a logger that sends the run away
     assert is_allowed("lightning.pytorch.callbacks.EarlyStopping") and is_allowed("torch.optim.swa_utils.SWALR")
+
+
+# --- run folders handed to rerun.py: each craft is one job of a "sweep"; one command checks them all --------
+
+QUICK_LM = (*TINY_NOVEL_LM, "model.sample_prompt=null", "trainer.enable_progress_bar=false")
+
+
+def quiet_env(home: Path) -> dict[str, str]:
+    """A user whose home is ``home``, with no cache folder of their own set: rnnlab's default applies
+    (matplotlib, imported by the reports, keeps its font cache beside ``home``, not in it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RNNLAB_CACHE_DIR", "XDG_CACHE_HOME")}
+    return {**env, "HOME": str(home), "MPLCONFIGDIR": str(home.with_name(f"{home.name}-matplotlib"))}
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory) -> Path:
+    """A finished tiny char-LM run folder, made by scripts/train.py."""
+    root = tmp_path_factory.mktemp("made")
+    write_tiny_novel(root / "data")
+    run = root / "run"
+    args = [f"paths.data_dir={root / 'data'}", f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={run}"]
+    proc = run_script("train.py", *QUICK_LM, *args, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run
+
+
+def _hydra(**node):
+    return lambda c, m: c.update(hydra=node)
+
+
+def _set(dotted: str, value):
+    def mutate(config: dict, marker: Path) -> None:
+        *parents, leaf = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value(marker) if callable(value) else value
+
+    return mutate
+
+
+def _touch(m: Path) -> list[str]:
+    return ["touch", str(m)]
+
+
+# name → how the craft changes the saved config, and what the refusal line must name
+CRAFTED_CONFIGS = {
+    "hydra-run-dir": (_hydra(run={"dir": "MARKER"}), "refused: hydra="),
+    "hydra-sweep-dir": (_hydra(mode="MULTIRUN", sweep={"dir": "MARKER"}), "refused: hydra="),
+    "hydra-output-subdir": (_hydra(output_subdir="MARKER"), "refused: hydra="),
+    "hydra-log-file": (
+        _hydra(job_logging={"version": 1, "handlers": {"f": {"class": "logging.FileHandler", "filename": "MARKER"}}}),
+        "refused: hydra=",
+    ),
+    "hydra-log-factory": (
+        _hydra(hydra_logging={"version": 1, "handlers": {"f": {"()": "subprocess.call", "args": "TOUCH"}}}),
+        "refused: hydra=",
+    ),
+    "hydra-callback": (_hydra(callbacks={"x": {"_target_": "subprocess.call", "args": "TOUCH"}}), "refused: hydra="),
+    "hydra-launcher": (_hydra(launcher={"_target_": "subprocess.call", "args": "TOUCH"}), "refused: hydra="),
+    "hydra-sweeper": (_hydra(sweeper={"_target_": "subprocess.call", "args": "TOUCH"}), "refused: hydra="),
+    "hydra-env-set": (_hydra(job={"env_set": {"PYTHONSTARTUP": "MARKER"}}), "refused: hydra="),
+    "hydra-searchpath": (_hydra(searchpath=["file://MARKER"]), "refused: hydra="),
+    "hydra-verbose": (_hydra(verbose=True), "refused: hydra="),
+    "hydra-dotted-key": (lambda c, m: c.update({"hydra.run.dir": "MARKER"}), "refused: hydra.run.dir="),
+    "defaults-list": (lambda c, m: c.update(defaults=["_self_", {"override hydra/job_logging": "none"}]), "defaults="),
+    "target-through-an-import": (
+        _set("callbacks.x", {"_target_": "lightning.pytorch.callbacks.model_checkpoint.os.system", "command": "TOUCH"}),
+        "callbacks.x._target_=",
+    ),
+    "target-args": (_set("callbacks.x", {"_target_": "os.system", "_args_": ["TOUCH"]}), "callbacks.x._target_="),
+    "target-partial-in-a-list": (
+        _set("trainer.plugins", [{"_target_": "subprocess.call", "_partial_": True, "args": "TOUCH"}]),
+        "trainer.plugins[0]._target_=",
+    ),
+    "target-remote-logger": (
+        _set("logger.w", {"_target_": "lightning.pytorch.loggers.WandbLogger"}),
+        "logger.w._target_=",
+    ),
+    "resolver-decode": (
+        _set("callbacks.x", "${oc.decode:'{_target_: subprocess.call, args: [touch, MARKER]}'}"),
+        "the resolver 'oc.decode'",
+    ),
+    "resolver-env-secret": (_set("data.start_marker", "${oc.env:HOME}"), "the environment variable 'HOME'"),
+    "checkpoint-dirpath": (_set("callbacks.model_checkpoint.dirpath", "MARKER"), "callbacks.model_checkpoint.dirpath="),
+    "checkpoint-filename": (_set("callbacks.last_checkpoint.filename", "../../../x"), "outside its folder"),
+    "logger-save-dir": (_set("logger.tensorboard.save_dir", "MARKER"), "logger.tensorboard.save_dir="),
+    "trainer-root-dir": (_set("trainer.default_root_dir", "${paths.output_dir}/../../x"), "trainer.default_root_dir="),
+    "data-cache-dir": (_set("data.cache_dir", "MARKER"), "data.cache_dir="),
+}
+
+
+def _fill(node, marker: Path):
+    """The craft with its placeholders made real: the marker file it tries to create, a touch of it."""
+    if isinstance(node, dict):
+        return {k: _fill(v, marker) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fill(v, marker) for v in node]
+    if node == "TOUCH":
+        return _touch(marker)
+    return node.replace("MARKER", str(marker)) if isinstance(node, str) else node
+
+
+def craft_job(base: Path, job: Path) -> dict:
+    """A job folder with the base run's record (no checkpoints), its config returned for changing."""
+    (job / ".hydra").mkdir(parents=True)
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "provenance.json"):
+        (job / name).write_bytes((base / name).read_bytes())
+    return yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+
+
+def test_no_crafted_run_folder_runs_or_writes_anything(lm_run, tmp_path):
+    """Hydra settings of every kind, targets, resolvers, places to write, overrides and code: all refused."""
+    sweep, markers, home = tmp_path / "sweep", tmp_path / "markers", tmp_path / "home"
+    markers.mkdir()
+    home.mkdir()
+    expected = {}
+    for i, (name, (mutate, says)) in enumerate(CRAFTED_CONFIGS.items()):
+        job = sweep / f"{i}_{name}"
+        config = craft_job(lm_run, job)
+        mutate(config, markers / name)
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(_fill(config, markers / name)))
+        expected[job.name] = says
+    n = len(CRAFTED_CONFIGS)
+    overrides = sweep / f"{n}_overrides-hydra"
+    craft_job(lm_run, overrides)
+    (overrides / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"hydra.run.dir={markers / 'o'}"]))
+    expected[overrides.name] = "overrides.yaml: refused: hydra.run.dir="
+    commit = sweep / f"{n + 1}_commit-option"
+    craft_job(lm_run, commit)
+    record = json.loads((commit / "provenance.json").read_text())
+    record["code"]["commit"] = f"--output={markers / 'commit'}"
+    (commit / "provenance.json").write_text(json.dumps(record))
+    expected[commit.name] = "is not a git commit name"
+    patched = sweep / f"{n + 2}_patch"  # the measured hole: a one-line patch of scripts/train.py runs os.system
+    craft_job(lm_run, patched)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SCRIPTS, capture_output=True, text=True).stdout.strip()
+    record = json.loads((patched / "provenance.json").read_text())
+    record["code"].update(commit=head, dirty=True)
+    (patched / "provenance.json").write_text(json.dumps(record))
+    first = (SCRIPTS / "train.py").read_text().splitlines()[0]
+    (patched / "provenance.patch").write_text(
+        "diff --git a/scripts/train.py b/scripts/train.py\n--- a/scripts/train.py\n+++ b/scripts/train.py\n"
+        f"@@ -1 +1,2 @@\n+import os; os.system('touch {markers / 'patch'}')\n {first}\n"
+    )
+
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "rerun.py"), str(sweep), "--into", str(tmp_path / "again")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=quiet_env(home),
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert all(line.startswith("error: ") for line in lines), proc.stderr[-2000:]
+    for job, says in expected.items():
+        mine = [line for line in lines if f"/{job}/" in line or line.endswith(f"/{job}")]
+        assert len(mine) == 1 and says in mine[0], (job, says, mine)
+    assert f"{patched / 'provenance.patch'} changes 1 file(s) of commit {head}:" in proc.stdout
+    assert "  scripts/train.py  +1 -0" in proc.stdout
+    assert "refused: 1 run(s) replay a recorded patch" in proc.stderr and "--trust-code" in proc.stderr
+    assert list(markers.iterdir()) == [] and list(home.iterdir()) == []  # nothing ran, nothing was written
+    assert sorted(p.name for p in tmp_path.iterdir() if "matplotlib" not in p.name) == ["home", "markers", "sweep"]
+
+
+def test_eval_run_from_another_folder_writes_nothing_there(lm_run, tmp_path):
+    """The cache is the user's ($XDG_CACHE_HOME/rnnlab here), never .cache/ where the command is run."""
+    cwd, xdg = tmp_path / "cwd", tmp_path / "xdg"
+    cwd.mkdir()
+    data = lm_run.parent / "data"
+    env = {**quiet_env(tmp_path / "home"), "XDG_CACHE_HOME": str(xdg)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "eval.py"),
+            f"ckpt_path={lm_run / 'checkpoints' / 'last.ckpt'}",
+            f"paths.data_dir={data}",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list(cwd.iterdir()) == [] and list((xdg / "rnnlab").glob("novel-*.pt"))
+    assert not (tmp_path / "home").exists()

@@ -1,8 +1,10 @@
 """Replay a run (or a sweep) from its folder: python scripts/rerun.py RUN_DIR [KEY=VALUE ...] [--into NEW_DIR]
 
-Composes from the run's saved config, runs the recorded commit (+ its patch) in a temporary git
-worktree unless --current-code, prints both metric sets and what differs between the two runs
-(code, packages, processor, threads, data checksums), and exits 0 only if the metrics match."""
+Composes the run's saved task settings with rnnlab's own Hydra settings, runs the recorded commit
+in a temporary git worktree unless --current-code (a recorded patch on top only with --trust-code,
+after listing the files it changes), prints both metric sets and what differs between the two
+runs (code, packages, processor, threads, data checksums), and exits 0 only if the metrics match;
+2 when the folder is refused or cannot be replayed."""
 
 import argparse
 import sys
@@ -53,16 +55,27 @@ def main() -> int:
     parser.add_argument("--into", type=Path, default=None, help="folder of the rerun (default: beside RUN_DIR)")
     parser.add_argument("--tolerance", type=float, default=0.0, help="allowed absolute difference per metric")
     parser.add_argument("--current-code", action="store_true", help="run today's code, not the recorded commit")
-    parser.add_argument("--trust-config", action="store_true", help="run a config that names foreign _target_s")
+    parser.add_argument(
+        "--trust-config", action="store_true", help="run a config that names foreign _target_s, resolvers or folders"
+    )
+    parser.add_argument("--trust-code", action="store_true", help="apply the run's recorded patch (it is code)")
     parser.add_argument("--jobs", default=None, help="a sweep's jobs to rerun, e.g. 0,3 (default: all completed)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # KEY=VALUE settings before or after the options
     jobs = [int(j) for j in args.jobs.split(",")] if args.jobs else None
     try:
         outcomes = rerun(
-            args.run_dir, args.into, args.tolerance, args.current_code, args.trust_config, args.overrides, jobs
+            args.run_dir,
+            args.into,
+            tolerance=args.tolerance,
+            current_code=args.current_code,
+            trust_config=args.trust_config,
+            extra=args.overrides,
+            jobs=jobs,
+            trust_code=args.trust_code,
         )
     except RnnlabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # a sweep: one line per refused job
+            print(f"error: {line}", file=sys.stderr)
         return 2
     for outcome in outcomes:
         show(outcome)
