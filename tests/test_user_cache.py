@@ -6,8 +6,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-import rnnlab.cli  # noqa: F401  (registers the rnnlab.* resolvers the packaged configs use)
 from rnnlab.data.cache import TensorCache, default_cache_dir
+from rnnlab.data.novel import NovelDataModule
 
 from conftest import CONF_DIR
 
@@ -26,8 +26,9 @@ def test_the_cache_is_rnnlab_cache_dir_else_xdg_cache_home_else_home(monkeypatch
     assert TensorCache(None, "novel").cache_dir == tmp_path / "mine"  # a DataModule built without a cache_dir
 
 
-def test_the_packaged_paths_resolve_to_the_user_cache(monkeypatch, tmp_path):
+def test_the_packaged_paths_leave_the_cache_to_the_user_default(monkeypatch, tmp_path):
     monkeypatch.delenv("RNNLAB_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     paths = OmegaConf.load(Path(CONF_DIR) / "paths" / "default.yaml")
-    assert Path(paths.cache_dir) == tmp_path / "xdg" / "rnnlab"
+    assert paths.cache_dir is None
+    assert NovelDataModule(cache_dir=paths.cache_dir).cache.cache_dir == tmp_path / "xdg" / "rnnlab"

@@ -19,7 +19,6 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.data.cache import default_cache_dir
 from rnnlab.ddp import preserved_environment
 from rnnlab.errors import RnnlabError
 from rnnlab.runs.folder import short_value
@@ -62,7 +61,6 @@ def run_of(ckpt_path: str) -> str:
 OmegaConf.register_new_resolver("rnnlab.run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("rnnlab.dir_suffix", dir_suffix, replace=True)
 OmegaConf.register_new_resolver("rnnlab.run_of", run_of, replace=True)
-OmegaConf.register_new_resolver("rnnlab.cache_dir", lambda: str(default_cache_dir()), replace=True)
 
 
 def _in_multirun() -> bool:

@@ -191,7 +191,7 @@ class Checkpoint:
         return model.eval()
 
     def datamodule(
-        self, data_dir: str | None, cache_dir: str, overrides: Mapping[str, Any] | None = None
+        self, data_dir: str | None, cache_dir: str | None, overrides: Mapping[str, Any] | None = None
     ) -> pl.LightningDataModule:
         """The run's DataModule, reading data from this machine's folders rather than the trainer's; prepared."""
         cls = self.datamodule_class

@@ -30,7 +30,7 @@ from rnnlab.runs.targets import foreign_targets
 HYDRA_KEYS = ("defaults", "hydra")  # what Hydra itself reads from a primary config
 MAX_NODES = 100_000  # a saved config has a few hundred; YAML aliases can make a small file a huge tree
 # resolvers the packaged task configs use (the rnnlab.* ones and ${now:} appear in Hydra's settings only)
-RESOLVERS = frozenset({"oc.select", "hydra", "oc.env", "rnnlab.cache_dir"})
+RESOLVERS = frozenset({"oc.select", "hydra", "oc.env"})
 ENV_PREFIX = "RNNLAB_"  # ${oc.env:...} may read rnnlab's own variables only, never a secret of the machine
 RESOLVER = re.compile(r"\$\{\s*([^${}:\s]+)\s*:\s*([^,}\s]*)")
 # settings whose value is a folder the run writes into, and what it must be
