@@ -110,6 +110,8 @@ def test_the_settings_are_checked_in_one_line_each():
         NumericsSettings.from_config({"treads": 2})
     with pytest.raises(ConfigError, match=r"numerics.mkl_cbwr='AVX3' is not one of"):
         NumericsSettings.from_config({"mkl_cbwr": "AVX3"})
+    with pytest.raises(ConfigError, match=r"numerics.onednn_max_cpu_isa=2 must be a name"):
+        NumericsSettings.from_config({"onednn_max_cpu_isa": 2})  # a number from the command line
     with pytest.raises(ConfigError, match=r"numerics.threads=0 must be at least 1"):
         NumericsSettings.from_config({"threads": 0})
     with pytest.raises(ConfigError, match=r"mode=portable needs numerics.threads"):

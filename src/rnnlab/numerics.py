@@ -76,6 +76,9 @@ class NumericsSettings:
 
     def __post_init__(self) -> None:
         _one_of("mode", self.mode, MODES)
+        for key in ("aten_cpu_capability", "onednn_max_cpu_isa", "mkl_cbwr"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise ConfigError(f"numerics.{key}={getattr(self, key)!r} must be a name (or null)")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)):
             raise ConfigError(f"numerics.threads={self.threads!r} must be a whole number of threads (or null)")
         if self.threads is not None and self.threads < 1:
