@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from rnnlab import numerics
 from rnnlab.data.cache import default_cache_dir
 from rnnlab.errors import RnnlabError
 from rnnlab.runs import provenance
@@ -167,7 +168,8 @@ def provenance_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tup
         return {**out, **_data_by_source(record)}
 
     a, b = pick(old), pick(new)
-    return [(key, a.get(key), b.get(key)) for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key)]
+    found = [(key, a.get(key), b.get(key)) for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key)]
+    return found + numerics.differences(old, new)
 
 
 def likely_cause(causes: list[tuple[str, Any, Any]]) -> str | None:
@@ -175,6 +177,7 @@ def likely_cause(causes: list[tuple[str, Any, Any]]) -> str | None:
     groups = [
         ("the data file", lambda k: k.startswith("data ")),
         ("the code", lambda k: k.startswith("code ")),
+        ("the numeric code paths (numerics=...)", lambda k: k.startswith("numerics ")),
         ("the processor / instruction set (other CPU kernels)", lambda k: k.startswith(("cpu", "torch cpu"))),
         ("the thread count", lambda k: k == "torch threads"),
         ("the environment (threads, library settings, a preloaded library)", lambda k: k.startswith("environment ")),

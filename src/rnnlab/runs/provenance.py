@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 import rnnlab
+from rnnlab import numerics
 
 PACKAGES = ("rnnlab", "torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "numpy", "pandas", "optuna")
 # the instruction-set extensions that decide which CPU kernels oneDNN / MKL / ATen run
@@ -106,9 +107,9 @@ def cpu_description() -> dict[str, Any]:
 
 
 # Settings taken from the environment, not the config, that change a run's numbers or its speed: the
-# thread counts, MKL's reproducibility mode, cuBLAS's workspace (deterministic GPU runs) and a
-# preloaded library such as another memory allocator.
-NUMERICS_ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_CBWR", "CUBLAS_WORKSPACE_CONFIG", "LD_PRELOAD")
+# thread counts, the caps on the CPU kernels (``rnnlab.numerics``), cuBLAS's workspace (deterministic
+# GPU runs) and a preloaded library such as another memory allocator.
+NUMERICS_ENVIRONMENT = (*numerics.VARIABLES, "CUBLAS_WORKSPACE_CONFIG", "LD_PRELOAD")
 
 
 def numerics_environment() -> dict[str, str]:
@@ -116,7 +117,10 @@ def numerics_environment() -> dict[str, str]:
     return {name: os.environ[name] for name in NUMERICS_ENVIRONMENT if name in os.environ}
 
 
-def platform_state(precision: str | None = None, deterministic: bool | None = None) -> dict[str, Any]:
+def platform_state(
+    precision: str | None = None, deterministic: bool | None = None, requested: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The machine and how it computes; ``requested`` is the config's ``numerics`` node."""
     state: dict[str, Any] = {
         "host": socket.gethostname(),
         "os": platform.platform(),
@@ -125,6 +129,7 @@ def platform_state(precision: str | None = None, deterministic: bool | None = No
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "environment": numerics_environment(),
+        "numerics": numerics.in_effect(numerics.NumericsSettings.from_config(requested)),
         "precision": precision,
         "deterministic": deterministic,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
@@ -148,6 +153,8 @@ def collect(config: dict[str, Any] | None = None) -> dict[str, Any]:
         "cwd": os.getcwd(),
         "code": code_state(),
         "packages": package_versions(),
-        "platform": platform_state(trainer.get("precision"), trainer.get("deterministic")),
+        "platform": platform_state(
+            trainer.get("precision"), trainer.get("deterministic"), (config or {}).get("numerics")
+        ),
         "data": [],
     }
