@@ -14,9 +14,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.ddp import fork_safe
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.models.transfer import init_encoder_from_language_model
+from rnnlab.training.ddp import fork_safe
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger: Any) ->
     safe = fork_safe(strategy)
     if safe is strategy:
         return build(cfg.trainer, callbacks=callbacks, logger=logger)
-    log.info("trainer.strategy=%s runs as rnnlab.ddp.ForkDDPStrategy (the same, safe to fork)", strategy)
+    log.info("trainer.strategy=%s runs as rnnlab.training.ddp.ForkDDPStrategy (the same, safe to fork)", strategy)
     return build(cfg.trainer, callbacks=callbacks, logger=logger, strategy=safe)
 
 

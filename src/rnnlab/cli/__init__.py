@@ -19,9 +19,9 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.ddp import preserved_environment
 from rnnlab.errors import RnnlabError
 from rnnlab.runs.folder import short_value
+from rnnlab.training.ddp import preserved_environment
 
 log = logging.getLogger("rnnlab")
 

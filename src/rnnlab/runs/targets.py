@@ -18,13 +18,13 @@ RNNLAB_TARGETS = frozenset(
     {
         *MODULES,
         *DATAMODULES,
-        "rnnlab.callbacks.NonFiniteLossGuard",
-        "rnnlab.callbacks.CheckpointOnInterrupt",
-        "rnnlab.throughput.TrainingThroughput",
-        "rnnlab.weight_average.WeightAverage",
+        "rnnlab.training.callbacks.NonFiniteLossGuard",
+        "rnnlab.training.callbacks.CheckpointOnInterrupt",
+        "rnnlab.training.throughput.TrainingThroughput",
+        "rnnlab.training.weight_average.WeightAverage",
         "rnnlab.models.schedules.slanted_triangular",
-        "rnnlab.ddp.JobDDPStrategy",
-        "rnnlab.ddp.ForkDDPStrategy",
+        "rnnlab.training.ddp.JobDDPStrategy",
+        "rnnlab.training.ddp.ForkDDPStrategy",
     }
 )
 FAMILIES = ("torch.optim.", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.")
