@@ -306,3 +306,6 @@ def test_every_target_of_the_packaged_configs_is_allowed_and_foreign_ones_are_no
     for target in ("subprocess.Popen", "os.system", "torch.load", "rnnlab.runs.checkpoints.load_checkpoint"):
         assert not is_allowed(target), target
     assert not is_allowed("torch.optim._multi_tensor.x") and is_allowed("torch.optim.lr_scheduler.OneCycleLR")
+    # a run folder made before rnnlab.training replays at its own commit, where the callbacks sat in the root
+    assert is_allowed("rnnlab.callbacks.NonFiniteLossGuard") and is_allowed("rnnlab.training.ddp.ForkDDPStrategy")
+    assert not is_allowed("rnnlab.training.ddp.release_openmp_threads")

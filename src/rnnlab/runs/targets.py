@@ -14,17 +14,23 @@ from typing import Any
 
 from rnnlab.runs.checkpoints import DATAMODULES, MODULES
 
+TRAINING_TARGETS = (
+    "callbacks.NonFiniteLossGuard",
+    "callbacks.CheckpointOnInterrupt",
+    "throughput.TrainingThroughput",
+    "weight_average.WeightAverage",
+    "ddp.JobDDPStrategy",
+    "ddp.ForkDDPStrategy",
+)
 RNNLAB_TARGETS = frozenset(
     {
         *MODULES,
         *DATAMODULES,
-        "rnnlab.training.callbacks.NonFiniteLossGuard",
-        "rnnlab.training.callbacks.CheckpointOnInterrupt",
-        "rnnlab.training.throughput.TrainingThroughput",
-        "rnnlab.training.weight_average.WeightAverage",
+        *(f"rnnlab.training.{name}" for name in TRAINING_TARGETS),
+        # the same classes as a run folder made before rnnlab.training names them: rerun.py replays such a
+        # folder at its own commit, where they lived in the package root
+        *(f"rnnlab.{name}" for name in TRAINING_TARGETS),
         "rnnlab.models.schedules.slanted_triangular",
-        "rnnlab.training.ddp.JobDDPStrategy",
-        "rnnlab.training.ddp.ForkDDPStrategy",
     }
 )
 FAMILIES = ("torch.optim.", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.")
