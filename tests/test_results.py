@@ -115,3 +115,7 @@ def test_a_run_continued_at_another_commit_names_both_commits(tmp_path):
     (row,) = load_rows(tmp_path)
     assert "| aaaaaaa, then bbbbbbb |" in render_table({"columns": []}, [(row, [summary])])
 
+
+def test_every_results_page_reads_in_a_minute():
+    sizes = {page.name: page.stat().st_size for page in DOCS.glob("*.md")}
+    assert sizes and all(size <= 12 * 1024 for size in sizes.values()), sizes
