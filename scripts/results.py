@@ -1,4 +1,4 @@
-"""Published results from run folders: python scripts/results.py add RUN_DIR --table T --row NAME | render [--check]"""
+"""Published results: python scripts/results.py list | run ROW | add RUN_DIR --row ROW | render [--check]"""
 
 import sys
 

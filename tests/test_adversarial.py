@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from test_transfer import TINY
 
 from rnnlab.data.batching import Batch
+from rnnlab.errors import ConfigError
 from rnnlab.models.adversarial import (
     MODES,
+    AdversarialSettings,
     kl_divergence,
     sensitive_direction,
     terms_of,
@@ -19,6 +21,7 @@ from rnnlab.models.adversarial import (
 )
 from rnnlab.models.classifier import SequenceClassifier
 from rnnlab.models.encoder import CELLS
+from rnnlab.runs.checkpoints import CONFIG_KEY, Checkpoint
 from rnnlab.tasks.evaluate import evaluate
 from rnnlab.tasks.predict import predict
 from rnnlab.tasks.train import train
@@ -35,7 +38,7 @@ def classifier(**kw) -> SequenceClassifier:
 
 
 def test_the_perturbation_has_the_configured_norm_and_points_uphill():
-    model = classifier(adversarial="at", adv_epsilon=0.5)
+    model = classifier(adversarial={"mode": "at", "epsilon": 0.5})
     tokens, lengths = torch.randint(1, 30, (4, 9)), torch.tensor([9, 5, 7, 3])
     targets = torch.tensor([1.0, 0.0, 1.0, 0.0])
     embedded = model.embed(tokens).detach().requires_grad_()
@@ -50,7 +53,7 @@ def test_the_perturbation_has_the_configured_norm_and_points_uphill():
 
 
 def test_the_embeddings_are_normalised_by_word_frequency():
-    model = classifier(adversarial="vat")
+    model = classifier(adversarial={"mode": "vat"})
     from rnnlab.models.adversarial import normalized_embeddings
 
     weight = normalized_embeddings(model.encoder.embedding.weight, model.token_frequencies)
@@ -60,7 +63,7 @@ def test_the_embeddings_are_normalised_by_word_frequency():
 
 
 def test_vat_kl_is_zero_without_a_perturbation_and_grows_with_one():
-    model = classifier(adversarial="vat")
+    model = classifier(adversarial={"mode": "vat"})
     tokens, lengths = torch.randint(1, 30, (3, 6)), torch.tensor([6, 4, 2])
     embedded = model.embed(tokens)
     logits = model.logits_from(embedded, lengths)
@@ -71,7 +74,7 @@ def test_vat_kl_is_zero_without_a_perturbation_and_grows_with_one():
 
 
 def test_with_the_same_dropout_masks_the_vat_term_holds_no_dropout_noise():
-    model = classifier(adversarial="vat", head_dropout=0.5).train()
+    model = classifier(adversarial={"mode": "vat"}, head_dropout=0.5).train()
     tokens, lengths = torch.randint(1, 30, (4, 6)), torch.tensor([6, 5, 4, 2])
     embedded = model.embed(tokens).detach()
     torch.manual_seed(1)
@@ -90,7 +93,7 @@ def test_the_perturbation_enters_after_the_embedding_dropout():
     # itself, the KL measured two dropout masks and the perturbation was dropped too)
     torch.manual_seed(0)
     model = SequenceClassifier(
-        vocab_size=30, encoder={"embed_dim": 8, "hidden_size": 12, "embed_dropout": 0.5}, adversarial="vat"
+        vocab_size=30, encoder={"embed_dim": 8, "hidden_size": 12, "embed_dropout": 0.5}, adversarial={"mode": "vat"}
     )
     model.token_frequencies.copy_(torch.rand(30) + 0.1)
     model.train()  # head_dropout is 0: the embeddings' dropout is the only one
@@ -107,7 +110,9 @@ def test_the_power_iteration_finds_the_most_sensitive_direction(autocast):
     # find it for every review of a realistic length, also under mixed precision (with a probe of norm
     # 1e-6 the KL did not move at all and most reviews got no perturbation)
     torch.manual_seed(0)
-    model = SequenceClassifier(vocab_size=300, encoder={"embed_dim": 32, "hidden_size": 32}, adversarial="vat")
+    model = SequenceClassifier(
+        vocab_size=300, encoder={"embed_dim": 32, "hidden_size": 32}, adversarial={"mode": "vat"}
+    )
     model.token_frequencies.copy_(torch.rand(300) + 0.1)
     model.eval()
     tokens, lengths = torch.randint(1, 300, (4, 100)), torch.tensor([100, 90, 60, 30])
@@ -116,7 +121,7 @@ def test_the_power_iteration_finds_the_most_sensitive_direction(autocast):
     with torch.no_grad():
         clean = model.logits_from(embedded, lengths)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        found = sensitive_direction(model.logits_from, embedded, lengths, clean, model.hparams.vat_xi, 1)
+        found = sensitive_direction(model.logits_from, embedded, lengths, clean, model.adversarial.xi, 1)
     assert found.dtype == torch.float32 and (found[3, 30:] == 0).all()
     assert torch.allclose(found.flatten(1).norm(dim=1), torch.ones(4))  # every review is perturbed
     cosine = (found.flatten(1) * F.normalize(uphill.flatten(1), dim=1)).sum(1).abs()
@@ -126,7 +131,7 @@ def test_the_power_iteration_finds_the_most_sensitive_direction(autocast):
 # the batch sizes of the passes: the supervised pass (labelled), AT's perturbed labelled pass, VAT's three
 @pytest.mark.parametrize(("mode", "passes"), [("vat", [2, 3, 3, 3]), ("atvat", [2, 2, 3, 3, 3])])
 def test_unlabelled_reviews_reach_the_vat_term_and_never_the_supervised_loss(mode, passes):
-    model = classifier(adversarial=mode).train()
+    model = classifier(adversarial={"mode": mode}).train()
     model.log = lambda *args, **kwargs: None  # no trainer here to log to
     model.log_dict = lambda *args, **kwargs: None
     labelled = Batch(torch.randint(1, 30, (2, 5)), torch.tensor([5, 3]), torch.tensor([1.0, 0.0]))
@@ -145,7 +150,7 @@ def test_unlabelled_reviews_reach_the_vat_term_and_never_the_supervised_loss(mod
 @pytest.mark.parametrize(("step", "weight"), [(0, 0.5), (2, 1.5), (3, 2.0), (50, 2.0)])
 def test_the_adversarial_weight_ramps_up_over_the_warmup_steps(step, weight, monkeypatch):
     monkeypatch.setattr(SequenceClassifier, "global_step", property(lambda self: step))
-    model = classifier(adversarial="vat", adv_weight=2.0, adv_warmup_steps=4).train()
+    model = classifier(adversarial={"mode": "vat", "weight": 2.0, "warmup_steps": 4}).train()
     logged = {}
     model.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
     model.log_dict = lambda *args, **kwargs: None
@@ -161,7 +166,7 @@ def test_the_adversarial_weight_ramps_up_over_the_warmup_steps(step, weight, mon
 def test_every_cell_and_direction_learns_from_the_adversarial_term(mode, cell, bidirectional):
     torch.manual_seed(0)
     encoder = {"cell": cell, "embed_dim": 8, "hidden_size": 12, "bidirectional": bidirectional}
-    model = SequenceClassifier(vocab_size=30, encoder=encoder, pooling="concat", adversarial=mode).train()
+    model = SequenceClassifier(vocab_size=30, encoder=encoder, pooling="concat", adversarial={"mode": mode}).train()
     model.token_frequencies.copy_(torch.rand(30) + 0.1)
     logged = {}
     model.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
@@ -202,7 +207,7 @@ def test_each_mode_trains_and_its_checkpoint_evaluates_as_any_other(mode, compos
     cfg = compose_cfg(
         "experiment=imdb_vat",
         "model.pretrained=null",
-        f"model.adversarial={mode}",
+        f"model.adversarial.mode={mode}",
         *TINY,
         *SMALL,
         "trainer.max_epochs=1",
@@ -220,3 +225,40 @@ def test_each_mode_trains_and_its_checkpoint_evaluates_as_any_other(mode, compos
     first, second = predict(ask), predict(ask)  # no perturbation, no dropout at inference
     assert first["probability"].tolist() == second["probability"].tolist()
     assert first.loc[0, "p_negative"] + first.loc[0, "p_positive"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ({"mode": "fgsm"}, r"model.adversarial.mode='fgsm' is not allowed; choose null \| at \| vat \| atvat"),
+        ({"mode": "vat", "epsilon": 0}, r"model.adversarial.epsilon must be > 0, got 0"),
+        ({"iterations": 0}, r"model.adversarial.iterations must be >= 1, got 0"),
+        ({"warmup_steps": -1}, r"model.adversarial.warmup_steps must be >= 0, got -1"),
+        ({"eps": 1.0}, r"model.adversarial.eps is not an adversarial setting; allowed: mode, epsilon"),
+        ("vat", r"model.adversarial=vat is now model.adversarial.mode=vat"),
+    ],
+)
+def test_a_bad_adversarial_setting_is_refused_in_one_line_naming_its_key(node, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        classifier(adversarial=node)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_checkpoint_with_the_old_flat_adversarial_settings_still_loads(tmp_path):
+    model = classifier(
+        adversarial={"mode": "atvat", "epsilon": 3.0, "warmup_steps": 7, "xi": 0.2, "same_dropout": True}
+    )
+    # the hyper-parameters as SequenceClassifier saved them before model.adversarial was one node
+    flat = {k: v for k, v in model.hparams.items() if k != "adversarial"}
+    flat.update(adversarial="atvat", adv_epsilon=3.0, adv_weight=1.0, adv_warmup_steps=7, vat_xi=0.2)
+    flat.update(vat_iterations=1, vat_same_dropout=True, normalize_embeddings=None)
+    config = {"model": {"_target_": "rnnlab.models.classifier.SequenceClassifier"}}
+    config["data"] = {"_target_": "rnnlab.data.imdb.IMDBDataModule"}
+    path = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": flat, "state_dict": model.state_dict(), CONFIG_KEY: config}, path)
+    loaded = Checkpoint.open(path).model()
+    assert loaded.adversarial == model.adversarial and loaded.normalized
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    assert AdversarialSettings.nest(model.hparams) == dict(model.hparams)  # a new checkpoint is left as it is

@@ -46,7 +46,7 @@ def test_a_child_forked_after_the_threads_are_released_computes_with_two_threads
     proc = run_python(
         """
         import os
-        from rnnlab.ddp import release_openmp_threads
+        from rnnlab.training.ddp import release_openmp_threads
         assert release_openmp_threads()
         child = os.fork()
         if child == 0:

@@ -11,11 +11,11 @@ import time
 import pytest
 import torch
 
-from rnnlab.callbacks import NonFiniteLossError
 from rnnlab.data.news import NewsDataModule
 from rnnlab.data.sources import RemoteFile, find_or_download
 from rnnlab.errors import ConfigError, DataNotFoundError, RnnlabError
 from rnnlab.tasks.train import train
+from rnnlab.training.callbacks import NonFiniteLossError
 
 from conftest import SCRIPTS
 

@@ -311,6 +311,9 @@ def test_every_target_of_the_packaged_configs_is_allowed_and_foreign_ones_are_no
         assert not is_allowed(alias), alias
     assert not is_allowed("lightning.pytorch.loggers.WandbLogger")  # a logger that sends the run away
     assert is_allowed("lightning.pytorch.callbacks.EarlyStopping") and is_allowed("torch.optim.swa_utils.SWALR")
+    # a run folder made before rnnlab.training replays at its own commit, where the callbacks sat in the root
+    assert is_allowed("rnnlab.callbacks.NonFiniteLossGuard") and is_allowed("rnnlab.training.ddp.ForkDDPStrategy")
+    assert not is_allowed("rnnlab.training.ddp.release_openmp_threads")
 
 
 # --- run folders handed to rerun.py: each craft is one job of a "sweep"; one command checks them all --------

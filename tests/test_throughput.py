@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rnnlab import throughput
 from rnnlab.data.batching import Batch
 from rnnlab.reporting.rerun import metric_differences
-from rnnlab.throughput import EXAMPLES_PER_S, TOKENS_PER_S, TrainingThroughput
+from rnnlab.training import throughput
+from rnnlab.training.throughput import EXAMPLES_PER_S, TOKENS_PER_S, TrainingThroughput
 
 
 def batch(*lengths: int) -> Batch:

@@ -49,7 +49,7 @@ def test_pretrain_then_finetune_starts_from_the_language_model(compose_cfg, tmp_
     assert "pretrained" not in model.hparams  # a checkpoint of the classifier must not need the LM file
 
     # adversarial training normalises the embeddings; its classifier still starts from the LM's function
-    normalising = build_model(cfg := finetune_cfg("model.adversarial=vat", name="vat"), build_datamodule(cfg))
+    normalising = build_model(cfg := finetune_cfg("model.adversarial.mode=vat", name="vat"), build_datamodule(cfg))
     assert normalising.token_frequencies.sum() == pytest.approx(1.0)
     tokens, lengths = torch.randint(1, model.encoder.embedding.num_embeddings, (3, 9)), torch.tensor([9, 5, 2])
     with torch.no_grad():
@@ -117,7 +117,7 @@ def test_backward_language_model_starts_a_backward_classifier(compose_cfg, tmp_p
 def test_a_normalising_classifier_reads_a_raw_embedding_encoder_unchanged(cell, bidirectional):
     torch.manual_seed(0)
     settings = {"cell": cell, "embed_dim": 8, "hidden_size": 12, "num_layers": 2, "bidirectional": bidirectional}
-    model = SequenceClassifier(vocab_size=30, encoder=settings, normalize_embeddings=True).eval()
+    model = SequenceClassifier(vocab_size=30, encoder=settings, adversarial={"normalize_embeddings": True}).eval()
     tokens, lengths = torch.randint(1, 30, (3, 7)), torch.tensor([7, 4, 2])
     with torch.no_grad():
         raw, _ = model.encoder(tokens, lengths)  # what a language model's encoder computes

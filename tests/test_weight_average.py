@@ -19,7 +19,7 @@ from rnnlab.errors import ConfigError
 from rnnlab.runs.targets import foreign_targets
 from rnnlab.tasks.evaluate import evaluate
 from rnnlab.tasks.train import train
-from rnnlab.weight_average import WeightAverage
+from rnnlab.training.weight_average import WeightAverage
 
 EPOCHS, STEPS = 4, 3  # steps per epoch
 

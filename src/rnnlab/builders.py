@@ -14,9 +14,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.ddp import fork_safe
 from rnnlab.errors import ConfigError, RnnlabError
-from rnnlab.models.transfer import init_encoder_from_language_model
+from rnnlab.models.language_model import LanguageModel
+from rnnlab.models.transfer import PretrainedLanguageModel, init_encoder_from_language_model
+from rnnlab.runs.checkpoints import Checkpoint
+from rnnlab.training.ddp import fork_safe
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +52,25 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Light
     model = build(node, vocab_size=datamodule.vocab_size, padding_idx=datamodule.pad_index)
     if pretrained:
         reverse = bool(getattr(datamodule, "reverse", False))
-        trust = bool(cfg.get("trust_checkpoint", False))
-        init_encoder_from_language_model(model.encoder, pretrained, datamodule.vocab.itos, reverse, trust)
+        language_model = read_language_model(pretrained, bool(cfg.get("trust_checkpoint", False)))
+        init_encoder_from_language_model(model.encoder, language_model, datamodule.vocab.itos, reverse)
         if getattr(model, "normalized", False):  # language models read raw embeddings
             frequencies = getattr(datamodule, "token_frequencies", None)  # a property that counts every token
             if frequencies is not None:
                 model.adopt_raw_embedding_encoder(frequencies)
     return model
+
+
+def read_language_model(path: str, trust: bool = False) -> PretrainedLanguageModel:
+    """``model.pretrained``'s checkpoint, read as data; one whose config names classes that are not
+    rnnlab's own is refused all the same, and so is any checkpoint but a language model's."""
+    opened = Checkpoint.open(path, trust)
+    if not issubclass(opened.module_class, LanguageModel):
+        raise ConfigError(
+            f"model.pretrained={path} is a {opened.module_class.__name__} checkpoint; it needs a language model "
+            f"(scripts/train.py experiment=imdb_lm_pretrain)"
+        )
+    return PretrainedLanguageModel(opened.path, opened.content, opened.run)
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
@@ -81,7 +95,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger: Any) ->
     safe = fork_safe(strategy)
     if safe is strategy:
         return build(cfg.trainer, callbacks=callbacks, logger=logger)
-    log.info("trainer.strategy=%s runs as rnnlab.ddp.ForkDDPStrategy (the same, safe to fork)", strategy)
+    log.info("trainer.strategy=%s runs as rnnlab.training.ddp.ForkDDPStrategy (the same, safe to fork)", strategy)
     return build(cfg.trainer, callbacks=callbacks, logger=logger, strategy=safe)
 
 

@@ -7,7 +7,7 @@ override syntax: ``choice(a,b)`` / ``a,b`` (categorical), ``range(1,9,2)`` (inte
 grid), ``interval(1e-4,1e-2)`` (uniform), ``int(interval(16,256))``, ``tag(log, interval(...))``.
 Each trial is a job of the multirun, launched by the configured launcher (``n_jobs`` at a time,
 for a launcher that runs them in parallel); the job reports the monitored metric after every
-validation (``rnnlab.tune.TrialReporter``), so the pruner can stop it, and its objective is the
+validation (``rnnlab.training.tune.TrialReporter``), so the pruner can stop it, and its objective is the
 best validation value of the run (``best_score`` in its ``metrics.json``).
 
 ``n_trials`` is the size of the study, not of this command: a second command on the same
@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.io import atomic_write_json
 from rnnlab.runs.folder import read_metrics
-from rnnlab.tune import (
+from rnnlab.training.tune import (
     PRUNER_ATTR,
     STUDY_FILE,
     build_pruner,

@@ -28,10 +28,10 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.ddp import preserved_environment
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.numerics import REEXEC_MARK, NumericsSettings
 from rnnlab.runs.folder import CONFIG, read_metrics, short_value
+from rnnlab.training.ddp import preserved_environment
 
 log = logging.getLogger("rnnlab")
 

@@ -10,9 +10,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from rnnlab.cli import CONFIG_PATH, numerics_child, run_entry
-from rnnlab.ddp import extra_rank
 from rnnlab.runs.summary import summary_lines
 from rnnlab.tasks.train import train
+from rnnlab.training.ddp import extra_rank
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")

@@ -11,19 +11,109 @@ over its real steps) in the direction that hurts the model most:
 - both (``atvat``, as Miyato et al.'s code names it): the sum of the two terms.
 The perturbation is meaningful only against a known embedding scale: the classifier normalises
 its embeddings by the word frequencies (``normalized_embeddings``), as the paper does.
+
+What decides it is one config node, ``model.adversarial``, read by ``AdversarialSettings``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rnnlab.errors import ConfigError
 from rnnlab.models.padding import step_mask
 
 MODES = ("at", "vat", "atvat")
+
+# the flat hyper-parameters of checkpoints written before model.adversarial was one node, by their new names
+FLAT_NAMES = {
+    "adversarial": "mode",
+    "adv_epsilon": "epsilon",
+    "adv_weight": "weight",
+    "adv_warmup_steps": "warmup_steps",
+    "vat_xi": "xi",
+    "vat_iterations": "iterations",
+    "vat_same_dropout": "same_dropout",
+    "normalize_embeddings": "normalize_embeddings",
+}
+
+
+@dataclass(frozen=True)
+class AdversarialSettings:
+    """What decides adversarial training (``model.adversarial.*``): checked once, saved as one node."""
+
+    mode: str | None = None  # null (none) | at | vat | atvat
+    epsilon: float = 5.0  # the perturbation's norm per review, on frequency-normalised embeddings
+    weight: float = 1.0  # the adversarial term's weight beside the supervised loss
+    warmup_steps: int = 0  # reach ``weight`` linearly over this many optimizer steps
+    xi: float = 0.1  # the probe's norm in the power iteration (vat)
+    iterations: int = 1  # power-iteration steps (vat)
+    same_dropout: bool = False  # the same dropout masks in VAT's passes (vat)
+    normalize_embeddings: bool | None = None  # None: when a mode is set (the perturbation's scale assumes it)
+
+    def __post_init__(self) -> None:
+        if self.mode not in (None, *MODES):
+            raise ConfigError(f"model.adversarial.mode={self.mode!r} is not allowed; choose null | {' | '.join(MODES)}")
+        checks = {
+            "epsilon": self.epsilon > 0,
+            "xi": self.xi > 0,
+            "iterations": self.iterations >= 1,
+            "warmup_steps": self.warmup_steps >= 0,
+            "weight": self.weight >= 0,
+        }
+        bad = next((key for key, ok in checks.items() if not ok), None)
+        if bad is not None:
+            rule = {"iterations": ">= 1", "warmup_steps": ">= 0", "weight": ">= 0"}.get(bad, "> 0")
+            raise ConfigError(f"model.adversarial.{bad} must be {rule}, got {getattr(self, bad)!r}")
+
+    @classmethod
+    def of(cls, value: Mapping[str, Any] | AdversarialSettings | None) -> AdversarialSettings:
+        """Settings from the config node (or a checkpoint's hyper-parameters), unknown keys named."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):  # the flat setting's old spelling, model.adversarial=vat
+            raise ConfigError(f"model.adversarial={value} is now model.adversarial.mode={value}")
+        value = dict(value or {})
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"model.adversarial.{unknown[0]} is not an adversarial setting; allowed: {', '.join(names)}"
+            )
+        return cls(**value)
+
+    @staticmethod
+    def nest(hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters with the adversarial settings under ``adversarial``, as checkpoints hold them now.
+
+        Checkpoints written before the settings were one node held them flat (``adversarial`` the mode,
+        ``adv_epsilon``, ``vat_xi``...); they are moved and renamed, so those checkpoints still load.
+        """
+        hparams = dict(hparams)
+        if isinstance(hparams.get("adversarial"), Mapping) or not set(FLAT_NAMES) & set(hparams):
+            return hparams
+        return {
+            **{k: v for k, v in hparams.items() if k not in FLAT_NAMES},
+            "adversarial": {new: hparams[old] for old, new in FLAT_NAMES.items() if old in hparams},
+        }
+
+    @property
+    def normalizes(self) -> bool:
+        """Whether the classifier reads frequency-normalised embeddings."""
+        return self.mode is not None if self.normalize_embeddings is None else self.normalize_embeddings
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The adversarial terms added to the supervised loss (none without a mode)."""
+        return () if self.mode is None else terms_of(self.mode)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def terms_of(mode: str) -> tuple[str, ...]:

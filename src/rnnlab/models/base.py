@@ -37,6 +37,11 @@ class RecurrentModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
 
+    @classmethod
+    def saved_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """A checkpoint's hyper-parameters as this class takes them now (older layouts moved into their nodes)."""
+        return EncoderSettings.nest(hparams)
+
     def save_settings(self, encoder: Mapping[str, Any] | EncoderSettings | None) -> EncoderSettings:
         """Save the subclass constructor's arguments as hyper-parameters, the encoder's settings as a
         plain dict (a checkpoint then loads as data only), and return those settings checked."""

@@ -14,11 +14,10 @@ from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 from rnnlab.data.batching import Batch, labelled_and_unlabelled
 from rnnlab.errors import ConfigError
 from rnnlab.models.adversarial import (
-    MODES,
+    AdversarialSettings,
     adversarial_loss,
     embedding_statistics,
     normalized_embeddings,
-    terms_of,
     virtual_adversarial_loss,
 )
 from rnnlab.models.base import OptimizerFactory, RecurrentModule, SchedulerFactory
@@ -75,14 +74,7 @@ class SequenceClassifier(RecurrentModule):
         padding_idx: int | None = 0,
         encoder_lr_scale: float = 1.0,
         freeze_encoder_epochs: int = 0,
-        adversarial: str | None = None,
-        adv_epsilon: float = 5.0,
-        adv_weight: float = 1.0,
-        adv_warmup_steps: int = 0,
-        vat_xi: float = 0.1,
-        vat_iterations: int = 1,
-        vat_same_dropout: bool = False,
-        normalize_embeddings: bool | None = None,
+        adversarial: Mapping[str, Any] | AdversarialSettings | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
@@ -90,6 +82,8 @@ class SequenceClassifier(RecurrentModule):
     ):
         super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor)
         settings = self.save_settings(encoder)
+        self.adversarial = AdversarialSettings.of(adversarial)
+        self.hparams["adversarial"] = self.adversarial.as_dict()  # plain data, as the encoder's settings
         if pooling not in POOLINGS:
             raise ConfigError(f"model.pooling={pooling!r} is not allowed; choose one of {', '.join(POOLINGS)}")
         check_positive(fc_hidden=fc_hidden)
@@ -100,16 +94,9 @@ class SequenceClassifier(RecurrentModule):
                 f"model.encoder_lr_scale and model.freeze_encoder_epochs must not be negative, "
                 f"got {encoder_lr_scale} and {freeze_encoder_epochs}"
             )
-        if adversarial not in (None, *MODES) or adv_epsilon <= 0 or vat_xi <= 0 or vat_iterations < 1:
-            raise ConfigError(
-                f"model.adversarial={adversarial!r} (null | {' | '.join(MODES)}) needs model.adv_epsilon > 0, "
-                f"model.vat_xi > 0 and model.vat_iterations >= 1 (got {adv_epsilon}, {vat_xi}, {vat_iterations})"
-            )
-        if adv_warmup_steps < 0:
-            raise ConfigError(f"model.adv_warmup_steps must not be negative, got {adv_warmup_steps}")
         self.encoder = SequenceEncoder(vocab_size, settings, padding_idx)
         # the paper's perturbation size assumes embeddings of a known scale: normalised by word frequency
-        self.normalized = adversarial is not None if normalize_embeddings is None else normalize_embeddings
+        self.normalized = self.adversarial.normalizes
         if self.normalized:  # filled from the training data in setup(), then saved with the weights
             self.register_buffer("token_frequencies", torch.zeros(vocab_size))
         features = self.encoder.output_size * len(POOLINGS[pooling])
@@ -126,6 +113,10 @@ class SequenceClassifier(RecurrentModule):
         self.test_metrics = evaluation.clone(prefix="test/")
         self.test_pictures = HeldOutPictures(metric_task(num_classes))
         self.class_names: list[str] | None = None
+
+    @classmethod
+    def saved_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        return AdversarialSettings.nest(super().saved_hparams(hparams))
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Embedding + encoder at ``encoder_lr_scale`` times the learning rate, the head at the full rate.
@@ -211,14 +202,14 @@ class SequenceClassifier(RecurrentModule):
         (vat) term, each logged on its own. The virtual adversarial term costs three passes of its batch;
         spent on the unlabelled reviews it also reaches the text no label covers."""
         labelled, unlabelled = labelled_and_unlabelled(batch)
-        mode = self.hparams.adversarial
-        if mode is None:
+        adversarial = self.adversarial
+        if adversarial.mode is None:
             return self._step(labelled, "train", self.train_metrics)[0]
         embedded = self.embed(labelled.tokens)
         supervised = self._step(labelled, "train", self.train_metrics, embedded, name="loss_supervised")[0]
-        epsilon = self.hparams.adv_epsilon
+        epsilon = adversarial.epsilon
         terms: dict[str, Tensor] = {}
-        if "at" in terms_of(mode):
+        if "at" in adversarial.terms:
             terms["at"] = adversarial_loss(
                 self.logits_from,
                 lambda logits: self.loss(logits, labelled.targets),
@@ -227,7 +218,7 @@ class SequenceClassifier(RecurrentModule):
                 supervised,
                 epsilon,
             )
-        if "vat" in terms_of(mode):  # on one batch, as Miyato et al.: the unlabelled one when there is one
+        if "vat" in adversarial.terms:  # on one batch, as Miyato et al.: the unlabelled one when there is one
             if unlabelled is None:
                 reviews, vat_embedded = labelled, embedded
             else:  # the unlabelled reviews enter this term only, never the supervised loss
@@ -237,21 +228,21 @@ class SequenceClassifier(RecurrentModule):
                 vat_embedded,
                 reviews.lengths,
                 epsilon,
-                self.hparams.vat_xi,
-                self.hparams.vat_iterations,
-                self.hparams.vat_same_dropout,
+                adversarial.xi,
+                adversarial.iterations,
+                adversarial.same_dropout,
             )
         weight = self.adversarial_weight()
         total = supervised + weight * sum(terms.values())
         for name, term in terms.items():
             self.log(f"train/loss_{name}", term.detach(), on_step=True, batch_size=len(labelled))
-        if self.hparams.adv_warmup_steps:
+        if adversarial.warmup_steps:
             self.log("train/adv_weight", weight, on_step=True, batch_size=len(labelled))
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True, batch_size=len(labelled))
         return total
 
     def adversarial_weight(self) -> float:
-        """``adv_weight``, reached linearly over the first ``adv_warmup_steps`` optimizer steps.
+        """``model.adversarial.weight``, reached linearly over its first ``warmup_steps`` optimizer steps.
 
         From a fresh head every prediction is near chance, and the virtual adversarial term, which asks
         for the same prediction around every review, first pulls toward that constant: it slows the
@@ -260,8 +251,8 @@ class SequenceClassifier(RecurrentModule):
         to reopen them. A ramp lets the head learn first (Laine & Aila 2017 ramp their consistency terms
         for the same reason).
         """
-        warmup = self.hparams.adv_warmup_steps
-        return self.hparams.adv_weight * (min(1.0, (self.global_step + 1) / warmup) if warmup else 1.0)
+        warmup = self.adversarial.warmup_steps
+        return self.adversarial.weight * (min(1.0, (self.global_step + 1) / warmup) if warmup else 1.0)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val", self.val_metrics)
@@ -284,7 +275,7 @@ class SequenceClassifier(RecurrentModule):
             frequencies = getattr(datamodule, "token_frequencies", None)  # a property that counts every token
             if frequencies is None:
                 raise ConfigError(
-                    "model.normalize_embeddings needs word frequencies: a DataModule that has them (IMDb)"
+                    "model.adversarial.normalize_embeddings needs word frequencies: a DataModule that has them (IMDb)"
                 )
             self.token_frequencies.copy_(frequencies)
 

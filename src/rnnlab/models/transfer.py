@@ -6,11 +6,15 @@ is copied, and only when it means the same thing: the same vocabulary in the sam
 order, the same reading direction, and an encoder of the same shape. Anything else
 is refused with the setting to change, because a silently partial copy trains as if
 from scratch.
+
+The checkpoint is read (as data, its classes checked) where the model is built
+(``rnnlab.builders``) and handed here as a ``PretrainedLanguageModel``: a model never opens files.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +23,20 @@ from torch import Tensor
 from rnnlab.errors import ConfigError
 from rnnlab.models.base import CODEC_KEY
 from rnnlab.models.encoder import EncoderSettings, SequenceEncoder
-from rnnlab.models.language_model import LanguageModel
-from rnnlab.runs.checkpoints import CONFIG_KEY, Checkpoint
 
 log = logging.getLogger(__name__)
 
 ENCODER_PREFIX = "encoder."
+
+
+@dataclass(frozen=True)
+class PretrainedLanguageModel:
+    """A language model's checkpoint as its reader found it: the file (named in every message), its
+    content (tensors, vocabulary, hyper-parameters) and the run config it was trained with."""
+
+    path: Path
+    content: dict[str, Any]
+    run: dict[str, Any]
 
 
 def encoder_state(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
@@ -52,9 +64,9 @@ def _check_vocabulary(path: Path, checkpoint: dict[str, Any], itos: list[str]) -
         )
 
 
-def _check_direction(path: Path, checkpoint: dict[str, Any], reverse: bool) -> None:
+def _check_direction(path: Path, run: dict[str, Any], reverse: bool) -> None:
     """A backward language model reads reviews end first: its encoder is no start for a forward classifier."""
-    data = (checkpoint.get(CONFIG_KEY) or {}).get("data") or {}
+    data = run.get("data") or {}
     theirs = bool(data.get("reverse", False))
     if theirs != reverse:
         raise ConfigError(
@@ -80,23 +92,12 @@ def _check_shape(path: Path, checkpoint: dict[str, Any], settings: EncoderSettin
 
 
 def init_encoder_from_language_model(
-    encoder: SequenceEncoder, path: str | Path, itos: list[str], reverse: bool = False, trust: bool = False
+    encoder: SequenceEncoder, pretrained: PretrainedLanguageModel, itos: list[str], reverse: bool = False
 ) -> None:
-    """Copy embedding + recurrent weights from a language-model checkpoint into ``encoder``.
-
-    The checkpoint is read as data (tensors, the vocabulary, the run config); nothing in it is built,
-    and one whose config names classes that are not rnnlab's own is refused all the same.
-    """
-    path = Path(path)
-    opened = Checkpoint.open(path, trust)
-    if not issubclass(opened.module_class, LanguageModel):
-        raise ConfigError(
-            f"model.pretrained={path} is a {opened.module_class.__name__} checkpoint; it needs a language model "
-            f"(scripts/train.py experiment=imdb_lm_pretrain)"
-        )
-    checkpoint = opened.content
+    """Copy embedding + recurrent weights from a language model's checkpoint into ``encoder``."""
+    path, checkpoint = pretrained.path, pretrained.content
     _check_vocabulary(path, checkpoint, itos)
-    _check_direction(path, checkpoint, reverse)
+    _check_direction(path, pretrained.run, reverse)
     _check_shape(path, checkpoint, encoder.settings)
     state = encoder_state(checkpoint)
     try:

@@ -26,7 +26,7 @@ from rnnlab.runs.folder import (
     read_overrides,
 )
 from rnnlab.runs.record import METRIC_PREFIXES
-from rnnlab.tune import STUDY_FILE
+from rnnlab.training.tune import STUDY_FILE
 
 SEED = "seed"
 
@@ -164,7 +164,7 @@ def study_pictures(sweep_dir: Path) -> dict[str, Path]:
         return {}
     import json
 
-    from rnnlab.tune import open_storage, optuna_module
+    from rnnlab.training.tune import open_storage, optuna_module
 
     optuna = optuna_module()
     found = json.loads(record.read_text(encoding="utf-8"))

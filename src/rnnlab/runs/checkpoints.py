@@ -29,7 +29,6 @@ from rnnlab.data.news import NewsDataModule
 from rnnlab.data.novel import NovelDataModule
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.models.classifier import SequenceClassifier
-from rnnlab.models.encoder import EncoderSettings
 from rnnlab.models.language_model import LanguageModel
 
 log = logging.getLogger(__name__)
@@ -176,7 +175,7 @@ class Checkpoint:
         hparams = self.content.get("hyper_parameters")
         if not isinstance(hparams, dict):
             raise RnnlabError(f"{self.path} holds no hyper-parameters: was it written by scripts/train.py?")
-        hparams = EncoderSettings.nest(hparams)
+        hparams = cls.saved_hparams(hparams)
         unknown = sorted(set(overrides or {}) - set(hparams))
         if unknown:
             raise ConfigError(

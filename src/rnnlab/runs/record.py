@@ -22,7 +22,7 @@ from rnnlab.runs import provenance
 from rnnlab.runs.folder import COMMAND, METRICS, PATCH, PROVENANCE, RESOLVED_CONFIG, read_metrics, read_provenance
 
 METRIC_PREFIXES = ("train/", "val/", "test/")
-# speed (``rnnlab.throughput``): recorded beside the metrics, never compared between runs, since the
+# speed (``rnnlab.training.throughput``): recorded beside the metrics, never compared between runs, since the
 # machine and whatever else it ran set it
 PERF_PREFIX = "perf/"
 

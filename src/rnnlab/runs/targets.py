@@ -22,17 +22,23 @@ from typing import Any
 
 from rnnlab.runs.checkpoints import DATAMODULES, MODULES
 
+TRAINING_TARGETS = (
+    "callbacks.NonFiniteLossGuard",
+    "callbacks.CheckpointOnInterrupt",
+    "throughput.TrainingThroughput",
+    "weight_average.WeightAverage",
+    "ddp.JobDDPStrategy",
+    "ddp.ForkDDPStrategy",
+)
 RNNLAB_TARGETS = frozenset(
     {
         *MODULES,
         *DATAMODULES,
-        "rnnlab.callbacks.NonFiniteLossGuard",
-        "rnnlab.callbacks.CheckpointOnInterrupt",
-        "rnnlab.throughput.TrainingThroughput",
-        "rnnlab.weight_average.WeightAverage",
+        *(f"rnnlab.training.{name}" for name in TRAINING_TARGETS),
+        # the same classes as a run folder made before rnnlab.training names them: rerun.py replays such a
+        # folder at its own commit, where they lived in the package root
+        *(f"rnnlab.{name}" for name in TRAINING_TARGETS),
         "rnnlab.models.schedules.slanted_triangular",
-        "rnnlab.ddp.JobDDPStrategy",
-        "rnnlab.ddp.ForkDDPStrategy",
     }
 )
 LIGHTNING_TARGETS = frozenset({"lightning.pytorch.Trainer"})

@@ -21,7 +21,7 @@ from rnnlab.runs.checkpoints import StoreRunRecord, check_resumable, refusal
 from rnnlab.runs.folder import check_output_dir
 from rnnlab.runs.record import RunRecord, scalar_metrics
 from rnnlab.runs.resume import previous_outcome
-from rnnlab.tune import reporter_from_config
+from rnnlab.training.tune import reporter_from_config
 
 log = logging.getLogger(__name__)
 
