@@ -98,6 +98,20 @@ def write_tiny_novel(root: Path, repeats: int = 40, name: str = "tiny.txt") -> P
     return folder / name
 
 
+SHAKESPEARE_BODY = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
+    "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?\n\n"
+)
+
+
+def write_tiny_shakespeare(root: Path, repeats: int = 40) -> Path:
+    """A plain text where data=shakespeare looks for it (read whole, as nanoGPT reads input.txt)."""
+    folder = root / "shakespeare"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "input.txt").write_text(SHAKESPEARE_BODY * repeats, encoding="utf-8")
+    return folder / "input.txt"
+
+
 NEWS_LINES = [
     "The president met world leaders in Paris to talk trade.",
     "Scientists found water on a distant moon, NASA said.",
@@ -138,6 +152,7 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_tiny_imdb(root)
     write_tiny_novel(root)
+    write_tiny_shakespeare(root)
     write_tiny_news(root)
     return root
 

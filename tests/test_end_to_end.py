@@ -29,6 +29,7 @@ TINY_DATA = {
     "imdb": ("data.val_size=8",),
     "novel": ("data.filename=tiny.txt", "data.eval_batch_size=4", "data.val_fraction=0.1", "data.test_fraction=0.1"),
     "news": (),
+    "shakespeare": ("data.eval_batch_size=4", "data.eval_windows=16"),
 }
 
 

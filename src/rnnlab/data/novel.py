@@ -1,10 +1,18 @@
-"""Char-level language modelling on a novel (default: Verne, *The Mysterious Island*, Gutenberg #1268).
+"""Char-level language modelling on a text file: a novel (default: Verne, *The Mysterious Island*,
+Gutenberg #1268), tiny Shakespeare (``dataset=shakespeare``, read whole as nanoGPT reads it) or any text.
 
 Two ways to batch the same text:
 - windows (Raschka et al., ch. 15): every ``seq_length + 1`` characters at ``stride``, shuffled;
 - streams (stateful truncated BPTT): the text cut into ``batch_size`` contiguous
   streams, consecutive batches continuing each stream, so a model can carry its state.
-Validation and test are a contiguous tail of the text: no training window overlaps it.
+Validation and test are a contiguous tail of the text: no training window overlaps it; validation is
+the ``floor(n * val_fraction)`` characters just before the test tail. ``split_rounding`` says which
+part is rounded down: ``test_floor`` (the novel's: the tail holds ``floor(n * test_fraction)``
+characters) or ``train_floor`` (nanoGPT's: the tail starts at ``floor(n * (1 - test_fraction))``,
+its ``int(n * 0.9)``); the two differ by at most one character.
+
+``eval_windows`` also scores the held-out text as independent windows from a zero state (nanoGPT's
+protocol at 256): a second val/test loader, which the language model reports under its own names.
 """
 
 from __future__ import annotations
@@ -22,12 +30,33 @@ from rnnlab.data.batching import Batch
 from rnnlab.data.codec import TextCodec
 from rnnlab.data.sources import RemoteFile, find_or_download
 from rnnlab.data.text import Vocabulary
-from rnnlab.data.textfile import body_chunks, encode, find_body, read_chunks, scan
+from rnnlab.data.textfile import Span, body_chunks, encode, find_body, read_chunks, scan
 from rnnlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
 
 MYSTERIOUS_ISLAND = RemoteFile(url="https://www.gutenberg.org/cache/epub/1268/pg1268.txt", filename="1268-0.txt")
+# char-rnn's file, the one nanoGPT's shakespeare_char downloads (sha256 86c4e6aa…c565ed, 1,115,394 characters)
+TINY_SHAKESPEARE = RemoteFile(
+    url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    filename="input.txt",
+    md5="6fb458f1232090904fb40fe944165e91",
+)
+KNOWN_FILES = {("novel", MYSTERIOUS_ISLAND.filename): MYSTERIOUS_ISLAND, ("shakespeare", "input.txt"): TINY_SHAKESPEARE}
+
+
+SPLIT_ROUNDINGS = ("test_floor", "train_floor")
+
+
+def split_sizes(
+    n: int, val_fraction: float, test_fraction: float, rounding: str = "test_floor"
+) -> tuple[int, int, int]:
+    """Train/val/test lengths. ``test_floor``: the test tail is ``floor(n * test)`` characters;
+    ``train_floor``: it starts at ``floor(n * (1 - test))``, as nanoGPT cuts its ``int(n * 0.9)``.
+    Validation is the ``floor(n * val)`` characters just before the tail."""
+    held_out_start = n - int(n * test_fraction) if rounding == "test_floor" else int(n * (1 - test_fraction))
+    n_val = int(n * val_fraction)
+    return held_out_start - n_val, n_val, n - held_out_start
 
 
 def shard(text: Tensor, world: int, rank: int) -> Tensor:
@@ -79,12 +108,15 @@ class ContiguousStreams(Dataset):
 
 
 class NovelDataModule(CachedTextDataModule):
-    """A novel as characters: sorted char vocabulary, contiguous val/test tail, windows or streams."""
+    """A text as characters: sorted char vocabulary, contiguous val/test tail, windows or streams.
 
-    cache_name = "novel"
+    ``dataset`` names the folder under the data folder (and the cache); ``whole_file`` reads the
+    file exactly as it is (no markers looked for, no newline stripped), as nanoGPT does.
+    """
 
     def __init__(
         self,
+        dataset: str = "novel",
         filename: str = "1268-0.txt",
         encoding: str = "utf-8",
         start_marker: str | None = "THE MYSTERIOUS ISLAND",
@@ -94,13 +126,28 @@ class NovelDataModule(CachedTextDataModule):
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
         streams: bool = False,
+        whole_file: bool = False,
+        split_rounding: str = "test_floor",
+        eval_windows: int | None = None,
         **common: Any,
     ):
         common.setdefault("bucket", False)
+        self.cache_name = dataset  # before the base class opens the cache
         super().__init__(**common)
         if seq_length <= 0 or stride <= 0:
             raise ConfigError(f"data.seq_length and data.stride must be positive, got {seq_length}, {stride}")
+        if eval_windows is not None and eval_windows <= 0:
+            raise ConfigError(f"data.eval_windows must be a positive window length or null, got {eval_windows}")
+        if whole_file and (start_marker or end_marker):
+            raise ConfigError(
+                f"data.whole_file=true reads the file as it is, but data.start_marker={start_marker!r} / "
+                f"data.end_marker={end_marker!r} are set; set them to null or data.whole_file=false"
+            )
         check_fractions(val_fraction, test_fraction, "text")
+        if split_rounding not in SPLIT_ROUNDINGS:
+            raise ConfigError(f"data.split_rounding={split_rounding!r} is not one of {', '.join(SPLIT_ROUNDINGS)}")
+        self.split_rounding = split_rounding
+        self.dataset, self.whole_file, self.eval_windows = dataset, whole_file, eval_windows
         self.filename, self.encoding = filename, encoding
         self.start_marker, self.end_marker = start_marker, end_marker
         self.seq_length, self.stride = seq_length, stride
@@ -108,11 +155,10 @@ class NovelDataModule(CachedTextDataModule):
         self.parts: dict[str, Tensor] = {}
 
     def find_source(self) -> Path:
-        remote = MYSTERIOUS_ISLAND if self.filename == MYSTERIOUS_ISLAND.filename else None
         return find_or_download(
-            [self.data_dir / "novel" / self.filename],
-            remote,
-            f"novel text {self.filename!r}",
+            [self.data_dir / self.dataset / self.filename],
+            KNOWN_FILES.get((self.dataset, self.filename)),
+            f"{self.dataset} text {self.filename!r}",
             allow_download=self.download,
         )
 
@@ -120,6 +166,8 @@ class NovelDataModule(CachedTextDataModule):
         return {
             "reader": "streamed/v3",  # ids as the narrowest integer type (uint8 for a book)
             "encoding": self.encoding,
+            "whole_file": self.whole_file,
+            "split_rounding": self.split_rounding,
             "start": self.start_marker,
             "end": self.end_marker,
             "val": self.val_fraction,
@@ -140,15 +188,17 @@ class NovelDataModule(CachedTextDataModule):
 
     def build(self, source: Path) -> dict[str, Any]:
         """The body as one array of character ids, read in pieces (three linear passes over the file)."""
-        span = find_body(read_chunks(source, self.encoding), self.start_marker, self.end_marker)
+        if self.whole_file:
+            span = Span(0, None, strip=False)
+        else:
+            span = find_body(read_chunks(source, self.encoding), self.start_marker, self.end_marker)
         charset = scan(body_chunks(source, self.encoding, span), span.strip)
         if all(c.isspace() for c in charset.chars):
             raise DataFormatError(f"{source}: no text left (empty or whitespace only after stripping headers)")
         itos = charset.chars
         encoded = torch.from_numpy(encode(body_chunks(source, self.encoding, span), charset))
         n = encoded.numel()
-        n_test, n_val = int(n * self.test_fraction), int(n * self.val_fraction)
-        n_train = n - n_val - n_test
+        n_train, n_val, n_test = split_sizes(n, self.val_fraction, self.test_fraction, self.split_rounding)
         log.info(
             "%s: %d characters, %d distinct; train/val/test %d/%d/%d", source, n, len(itos), n_train, n_val, n_test
         )
@@ -163,13 +213,31 @@ class NovelDataModule(CachedTextDataModule):
     def setup(self, stage: str | None = None) -> None:
         payload = self.load_payload()
         self.parts = {name: payload[name] for name in ("train", "val", "test")}
-        window = self.seq_length + 1
-        for name, part in self.parts.items():
-            if part.numel() < window + 1:
-                raise ConfigError(
-                    f"data.seq_length={self.seq_length} is longer than the {name} text "
-                    f"({part.numel()} characters); lower it or the val/test fractions"
-                )
+        lengths = {
+            "seq_length": (self.seq_length, ("train", "val", "test")),
+            "eval_windows": (self.eval_windows, ("val", "test")),
+        }
+        for key, (length, splits) in lengths.items():
+            for name in splits:
+                if length is not None and self.parts[name].numel() < length + 2:
+                    raise ConfigError(
+                        f"data.{key}={length} is longer than the {name} text "
+                        f"({self.parts[name].numel()} characters); lower it or the val/test fractions"
+                    )
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._held_out_loaders("val")
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._held_out_loaders("test")
+
+    def _held_out_loaders(self, split: str) -> DataLoader | list[DataLoader]:
+        """The configured protocol's loader, then (with ``eval_windows``) the independent windows'."""
+        main = self._loader(split, train=False)
+        if self.eval_windows is None:
+            return main
+        windows = CharWindows(self.parts[split], self.eval_windows + 1, self.eval_windows)
+        return [main, self.sequence_loader(windows, len(windows), collate_windows, train=False)]
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         part = self.parts[split]

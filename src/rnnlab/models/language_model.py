@@ -9,6 +9,12 @@ With ``bidirectional`` it is a forward + backward language model (Peters et al. 
 the forward direction predicts the next token, the reverse one the previous token,
 through one shared output layer. Neither direction sees the token it predicts, and
 the trained encoder has the shape a bidirectional classifier can start from.
+
+Held-out text is scored under a named protocol (DESIGN.md, "Evaluating language models"): the
+first val/test loader is the configured one (``stage/loss``; a stateful model carries its state
+through the text, so it is also logged as ``stage/loss_full_context``); any further loader holds
+independent windows from a zero state (``data.eval_windows``), logged as ``stage/loss_window<T>``
+with ``T`` the window's length: nanoGPT's figure at 256.
 """
 
 from __future__ import annotations
@@ -132,6 +138,9 @@ class LanguageModel(RecurrentModule):
             {stage: nn.ModuleDict({k: MeanMetric() for k in tracked}) for stage in ("val", "test")}
         )
         self._carried: dict[str, State | None] = {}
+        # ``<stage>_window<T>`` -> its metrics, made when a window length is first seen (not saved: MeanMetric
+        # states are not persistent, so a checkpoint is the same with or without them)
+        self.window_stats = nn.ModuleDict()
 
     # ---- inference API
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
@@ -238,35 +247,53 @@ class LanguageModel(RecurrentModule):
         self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=count)
         return loss
 
-    def _eval_step(self, batch: Batch, stage: str) -> None:
-        result = self._forward_stage(batch, stage)
-        stats = self.stats[stage]
+    def _eval_step(self, batch: Batch, stage: str, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 0:
+            result, stats = self._forward_stage(batch, stage), self.stats[stage]
+        else:  # independent windows: every one from a zero state, whatever the model carries elsewhere
+            result, stats = self.loss_on_targets(batch, None), self._window_stats(stage, batch.tokens.size(1))
         stats["loss"].update(result.loss.detach(), result.count)
         stats["acc"].update(result.correct / max(result.count, 1), result.count)
-        if result.forward_loss is not None:
+        if result.forward_loss is not None and "loss_forward" in stats:
             stats["loss_forward"].update(result.forward_loss, result.forward_count)
 
+    def _window_stats(self, stage: str, length: int) -> nn.ModuleDict:
+        key = f"{stage}_window{length}"  # a module name may not hold '/'
+        if key not in self.window_stats:
+            self.window_stats[key] = nn.ModuleDict({k: MeanMetric() for k in ("loss", "acc")}).to(self.device)
+        return self.window_stats[key]
+
     def _eval_epoch_end(self, stage: str) -> None:
-        loss = self.stats[stage]["loss"].compute()  # token-weighted over all batches (and DDP ranks)
-        acc = self.stats[stage]["acc"].compute()
-        logged = {
-            f"{stage}/loss": loss,
-            f"{stage}/ppl": torch.exp(loss),
-            f"{stage}/bpt": loss / math.log(2),
-            f"{stage}/acc": acc,
-        }
-        if "loss_forward" in self.stats[stage]:
-            forward = self.stats[stage]["loss_forward"].compute()
-            logged.update({f"{stage}/loss_forward": forward, f"{stage}/ppl_forward": torch.exp(forward)})
+        logged = self._summarised(stage, self.stats[stage], "")
+        if self.hparams.stateful:  # the configured loader carried the state: the full-context protocol
+            logged[f"{stage}/loss_full_context"] = logged[f"{stage}/loss"]
+        for key, stats in self.window_stats.items():
+            if key.startswith(f"{stage}_") and stats["loss"].update_count:
+                logged.update(self._summarised(stage, stats, key[len(stage) :]))
         self.log_dict(logged, prog_bar=True)
-        for metric in self.stats[stage].values():
+
+    @staticmethod
+    def _summarised(stage: str, stats: nn.ModuleDict, suffix: str) -> dict[str, Tensor]:
+        """loss (nats/token, token-weighted over all batches and DDP ranks), ppl, bpt, acc; metrics reset."""
+        loss = stats["loss"].compute()
+        logged = {
+            f"{stage}/loss{suffix}": loss,
+            f"{stage}/ppl{suffix}": torch.exp(loss),
+            f"{stage}/bpt{suffix}": loss / math.log(2),
+            f"{stage}/acc{suffix}": stats["acc"].compute(),
+        }
+        if "loss_forward" in stats:
+            forward = stats["loss_forward"].compute()
+            logged.update({f"{stage}/loss_forward": forward, f"{stage}/ppl_forward": torch.exp(forward)})
+        for metric in stats.values():
             metric.reset()
+        return logged
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "val", dataloader_idx)
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "test", dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")

@@ -23,6 +23,18 @@ def headline(metrics: dict[str, Any], split: str) -> str:
     return " · ".join(shown)
 
 
+def protocols(metrics: dict[str, Any], split: str) -> str:
+    """The held-out loss under each evaluation protocol the run measured, each named (nats/token)."""
+    shown = []
+    if isinstance(full := metrics.get(f"{split}/loss_full_context"), float):
+        shown.append(f"full context (state carried) {full:.4f}")
+    prefix = f"{split}/loss_window"
+    for key in sorted(k for k in metrics if k.startswith(prefix) and k[len(prefix) :].isdigit()):
+        if isinstance(metrics[key], float):
+            shown.append(f"{key[len(prefix) :]}-token windows from a zero state {metrics[key]:.4f}")
+    return " · ".join(shown)
+
+
 def resume_command(argv: list[str], folder_override: str) -> str:
     """The command that made the run, told to continue it in its own folder."""
     kept = [a for a in argv[1:] if not a.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "resume="))]
@@ -45,6 +57,8 @@ def summary_lines(output_dir: Path, logdir: Path, monitor: str, argv: list[str],
         for split in ("test", "val"):
             if text := headline(metrics, split):
                 lines.append(f"{split}:  {text}")
+                if by_protocol := protocols(metrics, split):
+                    lines.append(f"{split} loss by protocol:  {by_protocol}")
                 break
         lines.append(f"tensorboard:  tensorboard --logdir {logdir}")
     else:
