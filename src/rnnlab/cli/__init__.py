@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.ddp import preserved_environment
 from rnnlab.errors import RnnlabError
 from rnnlab.runs.folder import short_value
+from rnnlab.runs.requeue import job_stamp
 
 log = logging.getLogger("rnnlab")
 
@@ -61,6 +62,8 @@ def run_of(ckpt_path: str) -> str:
 OmegaConf.register_new_resolver("rnnlab.run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("rnnlab.dir_suffix", dir_suffix, replace=True)
 OmegaConf.register_new_resolver("rnnlab.run_of", run_of, replace=True)
+# cached, as Hydra's `now`: a job the submitit launcher runs elsewhere gets the stamp its sweep was given
+OmegaConf.register_new_resolver("rnnlab.job_stamp", job_stamp, replace=True, use_cache=True)
 
 
 def _in_multirun() -> bool:
