@@ -16,7 +16,6 @@ from rnnlab.runs.requeue import job_stamp, requeued, signal_number, slurm_job_id
 from rnnlab.tasks.train import train
 
 from cluster import release_requeued, scontrol, squeue, wait_for
-from cluster import slurm as _slurm_fixture  # noqa: F401  (registers the fixture `slurm`)
 from conftest import REPO, SCRIPTS
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra")
