@@ -86,6 +86,7 @@ def test_two_slurm_nodes_of_one_process_equal_one_node_of_two(slurm, tiny_data_d
     for name, job in jobs.items():
         assert job_fields(env, job).get("JobState") == "COMPLETED", logs[name][-3000:]
         assert "MEMBER: 2/2" in logs[name] and "distributed_backend=gloo" in logs[name], logs[name][-3000:]
+        assert logs[name].count("\nrun ") == 1 and "\nrun completed:" in logs[name]  # one summary: rank 0's
     # the two ranks ran under two slurmd, the other job's under one
     assert _rank_nodes(logs["two_nodes"]) == 2 and _rank_nodes(logs["one_node"]) == 1
     one, two = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in jobs)

@@ -10,7 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from rnnlab.cli import CONFIG_PATH, run_entry
-from rnnlab.ddp import extra_rank
+from rnnlab.ddp import extra_rank, other_srun_task
 from rnnlab.runs.summary import summary_lines
 from rnnlab.tasks.train import train
 
@@ -19,7 +19,8 @@ from rnnlab.tasks.train import train
 def main(cfg: DictConfig) -> float | None:
     # an extra DDP rank runs its job from the saved config, with no overrides of its own to compare
     overrides = None if extra_rank() else list(HydraConfig.get().overrides.task)
-    metrics = run_entry(partial(train, overrides=overrides), cfg, None if extra_rank() else partial(summarize, cfg))
+    quiet = extra_rank() or other_srun_task()  # rank 0 alone prints the summary (the others' has no metrics)
+    metrics = run_entry(partial(train, overrides=overrides), cfg, None if quiet else partial(summarize, cfg))
     # what a Hydra sweeper optimises: the best validation value of the run (its best checkpoint's)
     return metrics.get("best_score") if metrics and metrics.get("status") == "completed" else None
 
