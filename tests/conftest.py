@@ -15,6 +15,9 @@ from omegaconf import DictConfig, open_dict
 
 from rnnlab.models.encoder import EncoderSettings, SequenceEncoder
 
+# the local Slurm and PostgreSQL (tests/cluster.py): a plugin, so that each is one per session, not one per module
+pytest_plugins = ["cluster"]
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = Path(str(resources.files("rnnlab") / "conf"))  # the configs travel inside the package
 SCRIPTS = REPO / "scripts"

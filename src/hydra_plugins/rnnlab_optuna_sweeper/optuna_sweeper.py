@@ -14,12 +14,22 @@ best validation value of the run (``best_score`` in its ``metrics.json``).
 storage (``journal:<file>`` or ``sqlite:///<file>`` on one machine, any SQLAlchemy URL across
 machines) works on the same study, and an interrupted search, run again, goes on from the
 trials already finished; a trial left RUNNING by a process that died is marked failed and its
-parameters are queued again.
+parameters are queued again. On one machine (a journal or SQLite file) a dead process is found by
+its pid; across machines (a database server such as PostgreSQL) by Optuna's heartbeats: each
+worker beats for the trials it runs, and a trial silent for ``grace_period`` seconds (its job
+killed or preempted) is failed by another worker and run again as a new trial
+(``RetryFailedTrialCallback``); such a failure does not use the budget, and a worker waits for the
+trials other workers run before it ends, so the study ends with ``n_trials`` finished and none
+left RUNNING.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
+import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -82,6 +92,12 @@ def suggest(trial: Any, name: str, dist: Any) -> Any:
     return suggest_number(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
+def retry_callback() -> type:
+    """Optuna's callback that queues a stale trial again (its newer name, else the older one)."""
+    storages = optuna_module().storages
+    return getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+
+
 def quoted(value: str) -> str:
     """A value for an override: quoted when the override grammar would read it otherwise."""
     return value if all(c.isalnum() or c in "_-./" for c in value) else "'" + value.replace("'", "\\'") + "'"
@@ -99,6 +115,9 @@ class OptunaSweeper(Sweeper):
         pruner: Any = None,
         params: dict[str, str] | None = None,
         enqueue: list[dict[str, Any]] | None = None,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        max_retry: int | None = None,
     ) -> None:
         super().__init__()
         if direction not in DIRECTIONS:
@@ -109,6 +128,7 @@ class OptunaSweeper(Sweeper):
         self.sampler, self.pruner = sampler, pruner  # configs (_recursive_: false): built here, the pruner in jobs too
         self.params = dict(params or {})
         self.enqueue = list(enqueue or [])
+        self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
         self.config: DictConfig | None = None
         self.launcher = None
         self.job_idx = 0
@@ -126,7 +146,7 @@ class OptunaSweeper(Sweeper):
         pruner = to_plain(self.pruner)
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=open_storage(self.storage),
+            storage=self._storage(),
             sampler=self._sampler(0),  # replaced for each trial (``_ask``)
             pruner=build_pruner(pruner),
             direction=self.direction,
@@ -136,8 +156,43 @@ class OptunaSweeper(Sweeper):
         if not study.trials:  # a new study starts from the configurations the user names
             for params in self.enqueue:
                 study.enqueue_trial({k: self._as_choice(space.get(k), v) for k, v in params.items()})
-        self._requeue_stale(study)
+        if not self._beats(study):  # with heartbeats, Optuna finds the stale trials (``_fail_stale``)
+            self._requeue_stale(study)
         return study
+
+    def _storage(self):
+        """The study's storage; a database server's with heartbeats, so that a trial whose worker died is run again.
+
+        A journal or SQLite file lives on one machine, where a dead worker is found at once by its pid."""
+        if self.storage.startswith(("journal:", "sqlite:")) or not self.heartbeat_interval:
+            return open_storage(self.storage)
+        optuna = optuna_module()
+        rdb = optuna.storages.RDBStorage
+        # the newer name of the argument where Optuna has it (the older one warns there)
+        key = next(
+            k
+            for k in ("heartbeat_stale_trial_callback", "failed_trial_callback")
+            if k in inspect.signature(rdb).parameters
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: since Optuna 2.9
+            retry = retry_callback()(max_retry=self.max_retry)
+            return rdb(
+                self.storage, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period, **{key: retry}
+            )
+
+    # Optuna beats only inside study.optimize; with ask-and-tell its heartbeat helpers are the way in
+    @staticmethod
+    def _beats(study) -> bool:
+        return optuna_module().storages._heartbeat.is_heartbeat_enabled(study._storage)
+
+    def _fail_stale(self, study) -> None:
+        """Trials whose worker stopped beating: failed, and queued again by the retry callback."""
+        if self._beats(study):
+            optuna = optuna_module()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
 
     def _sampler(self, trial_number: int) -> Any:
         """The sampler for one trial, its seed moved on by the trial's number.
@@ -155,6 +210,8 @@ class OptunaSweeper(Sweeper):
     def _ask(self, study, space: dict[str, Any]):
         """A new trial (or a queued one), then its parameters drawn by the sampler seeded for its number."""
         trial = study.ask()
+        if self._beats(study):  # a first beat at once: a trial never beaten for is never found stale
+            study._storage.record_heartbeat(trial._trial_id)
         study.sampler = self._sampler(trial.number) or study.sampler
         for name, dist in space.items():
             suggest(trial, name, dist)
@@ -179,10 +236,19 @@ class OptunaSweeper(Sweeper):
 
     @staticmethod
     def _counted(study) -> int:
-        """Trials that used the budget: finished (complete, pruned, failed) or running, not those queued."""
-        states = optuna_module().trial.TrialState
+        """Trials that used the budget: finished (complete, pruned, failed) or running, not those queued,
+        nor a failure that was queued again (its retry counts instead)."""
+        optuna = optuna_module()
+        states = optuna.trial.TrialState
         used = (states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)
-        return len(study.get_trials(deepcopy=False, states=used))
+        trials = study.get_trials(deepcopy=False)
+        retry = retry_callback().retried_trial_number
+        retried = {retry(t) for t in trials} - {None}
+        return sum(t.state in used and not (t.state == states.FAIL and t.number in retried) for t in trials)
+
+    @staticmethod
+    def _running(study) -> int:
+        return len(study.get_trials(deepcopy=False, states=(optuna_module().trial.TrialState.RUNNING,)))
 
     # ---- the search
     def sweep(self, arguments: list[str]) -> None:
@@ -211,7 +277,15 @@ class OptunaSweeper(Sweeper):
             len(study.trials),
             self.n_trials,
         )
-        while (budget := self.n_trials - self._counted(study)) > 0:
+        while True:
+            self._fail_stale(study)
+            budget = self.n_trials - self._counted(study)
+            if budget <= 0:
+                # a trial another worker runs may yet go silent and be queued again: wait for them
+                if not (self._beats(study) and self._running(study)):
+                    break
+                time.sleep(self.heartbeat_interval)
+                continue
             trials = [self._ask(study, space) for _ in range(min(self.n_jobs, budget))]
             for trial in trials:
                 trial.set_user_attr("rnnlab_owner", owner())
@@ -237,17 +311,22 @@ class OptunaSweeper(Sweeper):
         )  # job numbers are trial numbers: two commands sharing a sweep folder never write one job folder
         for batch in batches:
             overrides = [self._overrides(trial, fixed) for trial in batch]
-            returns = self.launcher.launch(overrides, initial_job_idx=batch[0].number)
+            with contextlib.ExitStack() as beating:  # the trials are alive while their jobs run
+                for trial in batch:
+                    beating.enter_context(
+                        optuna.storages._heartbeat.get_heartbeat_thread(trial._trial_id, study._storage)
+                    )
+                returns = self.launcher.launch(overrides, initial_job_idx=batch[0].number)
             for trial, ret in zip(batch, returns, strict=True):
                 metrics = read_metrics(Path(ret.hydra_cfg.hydra.runtime.output_dir)) or {}
                 status, value = metrics.get("status"), metrics.get("best_score")
                 if status == "pruned":
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
                 elif status == "completed" and isinstance(value, (int, float)):
-                    study.tell(trial, float(value))
+                    study.tell(trial, float(value), skip_if_finished=True)
                 else:
                     log.error("trial %d failed: %s", trial.number, metrics.get("error", "no result"))
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
     def _overrides(self, trial, fixed: list[str]) -> list[str]:
         chosen = [

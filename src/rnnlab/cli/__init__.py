@@ -32,6 +32,7 @@ from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.numerics import REEXEC_MARK, NumericsSettings
 from rnnlab.runs.folder import CONFIG, read_metrics, short_value
 from rnnlab.training.ddp import preserved_environment
+from rnnlab.training.requeue import job_stamp
 
 log = logging.getLogger("rnnlab")
 
@@ -71,6 +72,8 @@ def run_of(ckpt_path: str) -> str:
 OmegaConf.register_new_resolver("rnnlab.run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("rnnlab.dir_suffix", dir_suffix, replace=True)
 OmegaConf.register_new_resolver("rnnlab.run_of", run_of, replace=True)
+# cached, as Hydra's `now`: a job the submitit launcher runs elsewhere gets the stamp its sweep was given
+OmegaConf.register_new_resolver("rnnlab.job_stamp", job_stamp, replace=True, use_cache=True)
 
 
 def _in_multirun() -> bool:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from rnnlab.cli import CONFIG_PATH, numerics_child, run_entry
 from rnnlab.runs.summary import summary_lines
 from rnnlab.tasks.train import train
-from rnnlab.training.ddp import extra_rank
+from rnnlab.training.ddp import extra_rank, other_srun_task
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
@@ -20,7 +20,8 @@ def main(cfg: DictConfig) -> float | None:
     # an extra DDP rank, or a sweep job's child for its numerics, runs its job from the saved config,
     # with no overrides of its own to compare
     overrides = None if extra_rank() or numerics_child() else list(HydraConfig.get().overrides.task)
-    metrics = run_entry(partial(train, overrides=overrides), cfg, None if extra_rank() else partial(summarize, cfg))
+    quiet = extra_rank() or other_srun_task()  # rank 0 alone prints the summary (the others' has no metrics)
+    metrics = run_entry(partial(train, overrides=overrides), cfg, None if quiet else partial(summarize, cfg))
     # what a Hydra sweeper optimises: the best validation value of the run (its best checkpoint's)
     return metrics.get("best_score") if metrics and metrics.get("status") == "completed" else None
 

@@ -29,6 +29,7 @@ TRAINING_TARGETS = (
     "weight_average.WeightAverage",
     "ddp.JobDDPStrategy",
     "ddp.ForkDDPStrategy",
+    "requeue.RequeueOnSignal",
 )
 RNNLAB_TARGETS = frozenset(
     {

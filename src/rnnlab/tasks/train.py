@@ -21,6 +21,7 @@ from rnnlab.runs.checkpoints import StoreRunRecord, check_resumable, refusal
 from rnnlab.runs.folder import check_output_dir
 from rnnlab.runs.record import RunRecord, scalar_metrics
 from rnnlab.runs.resume import previous_outcome
+from rnnlab.training.requeue import requeued
 from rnnlab.training.tune import reporter_from_config
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     """Run one training job; returns the metrics also written to ``<output_dir>/metrics.json``.
 
     With ``resume=true`` a completed job (its ``metrics.json`` says so) is skipped and an
-    unfinished one continues from ``checkpoints/last.ckpt``.
+    unfinished one continues from ``checkpoints/last.ckpt``; so does a Slurm job that was requeued.
     """
     output_dir = check_output_dir(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path")
-    if cfg.get("resume"):
+    if cfg.get("resume") or requeued():
         outcome, found = previous_outcome(output_dir, overrides)
         if outcome == "completed":
             log.info("resume: %s already completed; skipped", output_dir)

@@ -166,3 +166,9 @@ def preserved_environment() -> Iterator[None]:
 def extra_rank() -> bool:
     """True in a rank this module started: it runs the job rank 0 decided on, not a decision of its own."""
     return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0
+
+
+def other_srun_task() -> bool:
+    """True in a task of ``srun`` other than the first: each task is a rank that Slurm started (two nodes,
+    or one task per device), which Lightning finds from Slurm's variables; rank 0 speaks for the run."""
+    return int(os.environ.get("SLURM_PROCID", "0") or 0) > 0
