@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from rnnlab.errors import ConfigError
+from rnnlab.models.cells.precision import needs_float32, to_float32
 from rnnlab.models.elman import ElmanRNN
 from rnnlab.models.padding import reverse_padded, step_mask
 
@@ -188,6 +189,12 @@ class SequenceEncoder(nn.Module):
         return self._recur(self.layers[0][0], self.embed_dropout(self.embedding(tokens)), state)
 
     def _recur(self, rnn: nn.Module, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        if needs_float32(rnn, x):  # no low-precision kernel for this cell here: the recurrence alone in float32
+            with torch.autocast(x.device.type, enabled=False):
+                return self._recur_as_is(rnn, x.float(), to_float32(state))
+        return self._recur_as_is(rnn, x, state)
+
+    def _recur_as_is(self, rnn: nn.Module, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         if self.training and self.weight_drop > 0:
             return drop_recurrent_weights(rnn, self.weight_drop, x, state)
         return rnn(x, state)
