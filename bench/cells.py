@@ -134,6 +134,7 @@ def cell_rows(
                 print(f"[cells] {cell} T={steps_t} H={size} ...", file=sys.stderr, flush=True)
                 row = measure_in_subprocess(cell, (batch, steps_t, embed, size), steps, warmup, threads)
                 rows.append({**row, "sizing": sizing})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # a sitting cut short keeps its rows
     return rows
 
 
