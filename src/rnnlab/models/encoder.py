@@ -1,4 +1,5 @@
-"""Embedding + recurrent stack: the one encoder every task shares (rnn | gru | lstm | elman).
+"""Embedding + recurrent stack: the one encoder every task shares (rnn | gru | lstm | elman, and the
+parallel-scan cells mingru | minlstm | lru; ``models/cells`` holds them all behind one registry).
 
 Variable lengths are handled on padded tensors, not packed sequences: on CPU a packed
 ``nn.LSTM`` falls off the fused kernel and its backward pass is an order of magnitude slower.
@@ -8,7 +9,8 @@ Results stay exact without packing:
   its own last step;
 - a reverse direction runs on each row reversed within its own length (padding stays
   at the end), and its outputs are reversed back.
-Length-bucketed batches keep the padding, and so the wasted compute, small.
+Length-bucketed batches keep the padding, and so the wasted compute, small. The parallel-scan
+cells keep the same two rules (they are causal: ``models/cells/parallel.py``).
 
 ``weight_drop`` is AWD-LSTM's DropConnect on the hidden-to-hidden matrices (Merity et al.
 2018): one mask per forward pass, shared by every time step, so the recurrence itself is
@@ -18,6 +20,7 @@ between steps would need a Python loop over time).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -28,12 +31,12 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from rnnlab.errors import ConfigError
-from rnnlab.models.elman import ElmanRNN
+from rnnlab.models.cells import CELLS, ScanOptions, input_projection
+from rnnlab.models.cells.precision import needs_float32, to_float32
+from rnnlab.models.cells.scan import SCANS
 from rnnlab.models.padding import reverse_padded, step_mask
 
-CELLS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM, "elman": ElmanRNN}
-
-State = Tensor | tuple[Tensor, Tensor]
+State = Tensor | tuple[Tensor, Tensor]  # [layers × directions, B, H]; (h, c) for an LSTM; complex for an LRU
 
 
 def check_positive(**values: int | float) -> None:
@@ -55,8 +58,16 @@ class EncoderSettings:
     dropout: float = 0.0  # between recurrent layers
     embed_dropout: float = 0.0
     weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
+    # the parallel-scan cells (mingru | minlstm | lru); the defaults keep older checkpoints loading
+    block: str = "paper"  # paper (the cell's own) | plain | mlp | glu: models/cells/stack.py
+    mlp_expansion: int = 4  # the mlp block's width, in hidden sizes
+    scan: str = "auto"  # auto | linear | log | associative: models/cells/scan.py
+    lru_r_min: float = 0.0  # the LRU's ring initialisation: |λ| in [r_min, r_max], phase in [0, max_phase]
+    lru_r_max: float = 0.99
+    lru_max_phase: float = 2 * math.pi
 
-    SHAPE = ("cell", "embed_dim", "hidden_size", "num_layers", "bidirectional")  # what the weights' shapes follow
+    # what the weights' shapes follow
+    SHAPE = ("cell", "embed_dim", "hidden_size", "num_layers", "bidirectional", "block", "mlp_expansion")
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -68,6 +79,35 @@ class EncoderSettings:
         if not all(0.0 <= value < 1.0 for value in dropouts.values()):
             shown = ", ".join(f"model.encoder.{key}={value}" for key, value in dropouts.items())
             raise ConfigError(f"model dropouts must be in [0, 1), got {shown}")
+        self._check_scan_settings()
+
+    def _check_scan_settings(self) -> None:
+        family = CELLS[self.cell]
+        if self.block not in ("paper", *family.blocks):
+            allowed = ", ".join(("paper", *family.blocks))
+            raise ConfigError(f"model.encoder.block={self.block!r} does not stack {self.cell}; allowed: {allowed}")
+        if family.parallel and self.weight_drop > 0:
+            raise ConfigError(
+                f"model.encoder.weight_drop={self.weight_drop}: {self.cell} has no hidden-to-hidden weights to drop "
+                f"(its gates read the input only); set model.encoder.weight_drop=0"
+            )
+        if self.scan not in SCANS:
+            raise ConfigError(f"model.encoder.scan={self.scan!r} is not a scan; allowed: {', '.join(SCANS)}")
+        check_positive(**{"encoder.mlp_expansion": self.mlp_expansion})
+        if not (0.0 <= self.lru_r_min < self.lru_r_max < 1.0 and 0.0 < self.lru_max_phase <= 2 * math.pi):
+            raise ConfigError(
+                f"model.encoder.lru_r_min={self.lru_r_min}, lru_r_max={self.lru_r_max}, "
+                f"lru_max_phase={self.lru_max_phase}: need 0 <= lru_r_min < lru_r_max < 1 and 0 < lru_max_phase <= 2π"
+            )
+
+    def resolved_block(self) -> str:
+        """The block the stack is built with: ``paper`` names the cell's own (plain for the classic cells)."""
+        return CELLS[self.cell].paper_block if self.block == "paper" else self.block
+
+    def scan_options(self) -> ScanOptions:
+        return ScanOptions(
+            self.resolved_block(), self.mlp_expansion, self.scan, self.lru_r_min, self.lru_r_max, self.lru_max_phase
+        )
 
     @classmethod
     def of(cls, value: Mapping[str, Any] | EncoderSettings | None) -> EncoderSettings:
@@ -101,7 +141,7 @@ class EncoderSettings:
         return asdict(self)
 
     def shape(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.SHAPE}
+        return {**{k: getattr(self, k) for k in self.SHAPE}, "block": self.resolved_block()}
 
 
 def drop_recurrent_weights(rnn: nn.Module, p: float, x: Tensor, state: State | None) -> tuple[Tensor, State]:
@@ -135,23 +175,17 @@ class SequenceEncoder(nn.Module):
         embed_dim, hidden_size = settings.embed_dim, settings.hidden_size
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
         self.embed_dropout = nn.Dropout(settings.embed_dropout)
-        rnn = CELLS[settings.cell]
+        build, options = CELLS[settings.cell].build, settings.scan_options()
         if settings.bidirectional:  # per layer, one module per direction: each sees its own padding-free order
             self.layers = nn.ModuleList(
                 nn.ModuleList(
-                    rnn(embed_dim if i == 0 else 2 * hidden_size, hidden_size, batch_first=True) for _ in range(2)
+                    build(embed_dim if i == 0 else 2 * hidden_size, hidden_size, 1, 0.0, options) for _ in range(2)
                 )
                 for i in range(settings.num_layers)
             )
             self.layer_dropout = nn.Dropout(settings.dropout)
         else:
-            self.rnn = rnn(
-                embed_dim,
-                hidden_size,
-                num_layers=settings.num_layers,
-                batch_first=True,
-                dropout=settings.dropout if settings.num_layers > 1 else 0.0,
-            )
+            self.rnn = build(embed_dim, hidden_size, settings.num_layers, settings.dropout, options)
         self.output_size = hidden_size * self.num_directions
 
     def forward(
@@ -188,6 +222,12 @@ class SequenceEncoder(nn.Module):
         return self._recur(self.layers[0][0], self.embed_dropout(self.embedding(tokens)), state)
 
     def _recur(self, rnn: nn.Module, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        if needs_float32(rnn, x):  # no low-precision kernel for this cell here: the recurrence alone in float32
+            with torch.autocast(x.device.type, enabled=False):
+                return self._recur_as_is(rnn, x.float(), to_float32(state))
+        return self._recur_as_is(rnn, x, state)
+
+    def _recur_as_is(self, rnn: nn.Module, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         if self.training and self.weight_drop > 0:
             return drop_recurrent_weights(rnn, self.weight_drop, x, state)
         return rnn(x, state)
@@ -212,11 +252,12 @@ class SequenceEncoder(nn.Module):
         (adversarial training), would otherwise see inputs of another centre and scale at every step, and
         fine-tuning would start far from what pretraining learned. The first layer reads its input through
         ``W e + b``: with ``W' = W diag(std)`` and ``b' = b + W mean`` it computes ``W' ê + b'``, the same
-        numbers. Only dropout on the embeddings now drops an entry to its mean rather than to zero.
+        numbers. Only dropout on the embeddings now drops an entry to its mean rather than to zero. (The
+        parallel-scan stacks read their input through one input projection, before any normalisation.)
         """
         mean, std = mean.reshape(-1), std.reshape(-1)
         for rnn in list(self.layers[0]) if self.bidirectional else [self.rnn]:  # what reads the embeddings
-            weight, bias = rnn.weight_ih_l0, rnn.bias_ih_l0
+            weight, bias = input_projection(rnn)
             bias.add_(weight @ mean.to(weight.dtype))
             weight.mul_(std.to(weight.dtype))
 

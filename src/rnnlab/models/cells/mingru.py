@@ -1,0 +1,60 @@
+"""minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?"): gates from the input alone.
+
+minGRU:  z = σ(k),  h = (1 − z) ⊙ h_{t−1} + z ⊙ g(c)            with [k, c] = W x + b
+minLSTM: f = σ(k_f), i = σ(k_i), f' = f / (f + i), i' = i / (f + i),
+         h = f' ⊙ h_{t−1} + i' ⊙ g(c)                              with [k_f, k_i, c] = W x + b
+
+``g`` keeps the candidate positive, so the log-space scan (Heinsen 2023) applies; its logs are
+written from softplus directly (``log σ(k) = −softplus(−k)``), never through ``log`` of a gate.
+minLSTM's normalised gates in log space: with ``d = softplus(−k_f) − softplus(−k_i)``,
+``log f' = −softplus(d)`` and ``log i' = −softplus(−d)``; in linear space ``f' = σ(−d)``, ``i' = σ(d)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.models.cells.parallel import ParallelCell, g, log_g
+
+
+class MinGRU(ParallelCell):
+    def __init__(self, input_size: int, hidden_size: int, scan: str = "auto"):
+        super().__init__(input_size, hidden_size, scan)
+        self.linear = nn.Linear(input_size, 2 * hidden_size)
+
+    def project(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+    def gates(self, projected: Tensor) -> tuple[Tensor, Tensor]:
+        k, c = projected.chunk(2, dim=-1)
+        return torch.sigmoid(-k), torch.sigmoid(k) * g(c)
+
+    def log_gates(self, projected: Tensor) -> tuple[Tensor, Tensor]:
+        k, c = projected.chunk(2, dim=-1)
+        return -F.softplus(k), -F.softplus(-k) + log_g(c)
+
+
+class MinLSTM(ParallelCell):
+    def __init__(self, input_size: int, hidden_size: int, scan: str = "auto"):
+        super().__init__(input_size, hidden_size, scan)
+        self.linear = nn.Linear(input_size, 3 * hidden_size)
+
+    def project(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+    @staticmethod
+    def _gap(k_forget: Tensor, k_input: Tensor) -> Tensor:
+        """``d = log i − log f``: the normalised gates are ``σ(−d)`` and ``σ(d)``."""
+        return F.softplus(-k_forget) - F.softplus(-k_input)
+
+    def gates(self, projected: Tensor) -> tuple[Tensor, Tensor]:
+        k_forget, k_input, c = projected.chunk(3, dim=-1)
+        gap = self._gap(k_forget, k_input)
+        return torch.sigmoid(-gap), torch.sigmoid(gap) * g(c)
+
+    def log_gates(self, projected: Tensor) -> tuple[Tensor, Tensor]:
+        k_forget, k_input, c = projected.chunk(3, dim=-1)
+        gap = self._gap(k_forget, k_input)
+        return -F.softplus(gap), -F.softplus(-gap) + log_g(c)

@@ -1,0 +1,106 @@
+"""First-order linear recurrences ``h_t = a_t * h_{t-1} + b_t`` over ``[B, T, H]``, computed all at once.
+
+Every parallel-scan cell (minGRU, minLSTM, LRU) reduces to this recurrence with gates ``a_t`` that
+depend on the input only. Three ways to run it give the same numbers (float32, 1e-5):
+
+- ``linear``: one fused multiply-add per step on a time-major buffer, with a hand-written backward
+  (the same recurrence run in reverse). T small ops of ``B × H`` each and no graph of T nodes: on a
+  CPU this is the fastest, and it is exact, since a step is exactly what the step-by-step cell does.
+- ``log``: Heinsen (2023)'s scan in log space, ``log h = a* + logcumsumexp(log b - a*)`` with
+  ``a* = cumsum(log a)``, for positive ``b`` (minGRU / minLSTM with the ``g`` activation). It runs in
+  chunks of ``LOG_CHUNK`` steps, the state carried between them in its own log, so ``a*`` stays small
+  enough for float32 to keep 1e-5 at any length. A starting state enters as ``log h0`` (its own log,
+  not through the activation's); nothing is ever masked with −inf (``logcumsumexp`` would give NaN
+  gradients, pytorch #31829): padding needs no mask because the recurrence is causal.
+- ``associative``: Hillis–Steele's scan, log2(T) vectorised steps of ``(a, b) ∘ (a', b') =
+  (a a', a' b + b')``; O(T log T) work but few, large operations (GPUs), real or complex.
+
+``a`` and ``b`` may be complex (LRU); the gradients then follow PyTorch's conjugate convention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SCANS = ("auto", "linear", "log", "associative")
+LOG_CHUNK = 16  # steps per log-space chunk: |cumsum(log a)| stays small enough for 1e-5 in float32
+
+
+def resolve_scan(scan: str, device: torch.device, complex_valued: bool) -> str:
+    """``auto``: the per-step scan on a CPU; on an accelerator the log-space one (real) or associative (complex)."""
+    if scan != "auto":
+        return scan
+    if device.type == "cpu":
+        return "linear"
+    return "associative" if complex_valued else "log"
+
+
+class _LinearRecurrence(torch.autograd.Function):
+    """``h_t = a_t h_{t-1} + b_t`` on time-major ``[T, B, H]`` tensors, ``h_{-1} = h0``."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+        a, b = a.contiguous(), b.contiguous()
+        h = torch.empty_like(b)
+        previous = h0
+        for t in range(b.size(0)):
+            torch.addcmul(b[t], a[t], previous, out=h[t])
+            previous = h[t]
+        ctx.save_for_backward(a, h, h0)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        a, h, h0 = ctx.saved_tensors
+        grad_h = grad_h.contiguous()
+        a_next = a.conj().resolve_conj() if a.is_complex() else a
+        grad_b = torch.empty_like(grad_h)
+        grad_b[-1] = grad_h[-1]
+        for t in range(grad_h.size(0) - 2, -1, -1):  # dL/db_t = g_t + a_{t+1} dL/db_{t+1}
+            torch.addcmul(grad_h[t], a_next[t + 1], grad_b[t + 1], out=grad_b[t])
+        previous = torch.cat([h0.unsqueeze(0), h[:-1]])
+        grad_a = grad_b * (previous.conj() if previous.is_complex() else previous)
+        grad_h0 = grad_b[0] * a_next[0]
+        return grad_a, grad_b, grad_h0
+
+
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
+    """``h`` ``[B, T, H]`` of the recurrence, step by step in one fused op per step."""
+    if h0 is None:
+        h0 = torch.zeros_like(b[:, 0])
+    h = _LinearRecurrence.apply(a.transpose(0, 1), b.transpose(0, 1), h0.to(b.dtype))
+    return h.transpose(0, 1)
+
+
+def log_scan(log_a: Tensor, log_b: Tensor, log_h0: Tensor | None = None) -> Tensor:
+    """``h = exp(log h)`` for positive ``b`` and ``h0``, from the logs of the gates ``[B, T, H]``."""
+    pieces = []
+    for start in range(0, log_b.size(1), LOG_CHUNK):
+        a_star = log_a[:, start : start + LOG_CHUNK].cumsum(1)
+        values = log_b[:, start : start + LOG_CHUNK] - a_star
+        if log_h0 is not None:  # the state enters as the first term of the sum, in its own log
+            values = torch.cat([log_h0.unsqueeze(1), values], dim=1)
+            log_h = a_star + values.logcumsumexp(1)[:, 1:]
+        else:
+            log_h = a_star + values.logcumsumexp(1)
+        pieces.append(log_h)
+        log_h0 = log_h[:, -1]
+    return torch.cat(pieces, dim=1).exp()
+
+
+def associative_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
+    """``h`` by Hillis–Steele: after the step of offset d, each position holds the composition of its last 2d."""
+    if h0 is not None:  # the state folds into the first step's offset
+        b = torch.cat([(a[:, :1] * h0.unsqueeze(1)) + b[:, :1], b[:, 1:]], dim=1)
+    steps, offset = b.size(1), 1
+    while offset < steps:
+        b = torch.cat([b[:, :offset], a[:, offset:] * b[:, :-offset] + b[:, offset:]], dim=1)
+        a = torch.cat([a[:, :offset], a[:, offset:] * a[:, :-offset]], dim=1)
+        offset *= 2
+    return b
+
+
+def step(a: Tensor, b: Tensor, h: Tensor | None) -> Tensor:
+    """One step ``[B, H]`` of the recurrence: what generation and the reference loop run."""
+    return b if h is None else torch.addcmul(b, a, h)

@@ -1,0 +1,217 @@
+"""The parallel-scan cells (minGRU, minLSTM, LRU): scans agree, parallel = step by step, padding is never read."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnlab.errors import ConfigError
+from rnnlab.models.cells import CELLS
+from rnnlab.models.cells import scan as scans
+from rnnlab.models.cells.mingru import MinGRU, MinLSTM
+from rnnlab.models.encoder import EncoderSettings
+
+from conftest import make_encoder
+
+NEW_CELLS = ["mingru", "minlstm", "lru"]
+
+
+def gates(complex_valued: bool, steps: int = 300, seed: int = 0):
+    torch.manual_seed(seed)
+    shape = (3, steps, 5)
+    a = torch.rand(shape) * 0.5 + 0.49  # decays near 1 carry the state far
+    b = torch.rand(shape) + 0.1
+    if complex_valued:
+        a = torch.polar(a, torch.rand(shape) * 6.28)
+        b = torch.complex(b, torch.randn(shape))
+    h0 = b[:, 0].clone() * 0.7
+    return a.requires_grad_(), b.requires_grad_(), h0.requires_grad_()
+
+
+def reference(a, b, h0):
+    h, out = h0, []
+    for t in range(b.size(1)):
+        h = a[:, t] * h + b[:, t]
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+def grads(fn, a, b, h0):
+    out = fn(a, b, h0)
+    weight = torch.linspace(-1, 1, out.numel()).view_as(out)
+    (out.real * weight).sum().backward() if out.is_complex() else (out * weight).sum().backward()
+    found = [t.grad.clone() for t in (a, b, h0)]
+    for t in (a, b, h0):
+        t.grad = None
+    return out.detach(), found
+
+
+@pytest.mark.parametrize("complex_valued", [False, True])
+@pytest.mark.parametrize("name", ["linear", "associative", "log"])
+def test_every_scan_equals_the_loop_in_values_and_gradients(name, complex_valued):
+    if name == "log" and complex_valued:
+        pytest.skip("the log-space scan is for positive b (minGRU / minLSTM)")
+    a, b, h0 = gates(complex_valued)
+    if name == "log":
+
+        def fn(a, b, h0):
+            return scans.log_scan(a.log(), b.log(), h0.log())
+    else:
+        fn = {"linear": scans.linear_scan, "associative": scans.associative_scan}[name]
+    expected, expected_grads = grads(reference, a, b, h0)
+    found, found_grads = grads(fn, a, b, h0)
+    torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(found_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def stack(cell: str, scan: str = "auto", layers: int = 2, block: str = "paper"):
+    torch.manual_seed(1)
+    settings = EncoderSettings(cell=cell, embed_dim=6, hidden_size=8, num_layers=layers, scan=scan, block=block)
+    return CELLS[cell].build(6, 8, layers, 0.0, settings.scan_options()).eval()
+
+
+def run_step_by_step(module, x, state):
+    outputs = []
+    for t in range(x.size(1)):
+        y, state = module.step(x[:, t], state)
+        outputs.append(y)
+    return torch.stack(outputs, 1), state
+
+
+@pytest.mark.parametrize("cell", NEW_CELLS)
+def test_parallel_equals_step_by_step_at_1024_steps_with_and_without_a_carried_state(cell):
+    # one layer, the cell alone: the blocks around it act on each step alone (tested below)
+    module = stack(cell, "linear", layers=1, block="plain")
+    x, more = torch.randn(2, 1024, 6), torch.randn(2, 1024, 6)
+    with torch.no_grad():
+        stepped, stepped_state = run_step_by_step(module, x, None)
+        stepped_on, _ = run_step_by_step(module, more, stepped_state)
+        for scan in ("linear", "log", "associative"):
+            for block in module.blocks:
+                block.cell.scan = scan
+            parallel, state = module(x)
+            torch.testing.assert_close(parallel, stepped, rtol=1e-5, atol=1e-5, msg=scan)
+            torch.testing.assert_close(state, stepped_state, rtol=1e-5, atol=1e-5, msg=scan)
+            carried, _ = module(more, state)  # continuing: the state enters the scan as itself
+            torch.testing.assert_close(carried, stepped_on, rtol=1e-5, atol=1e-5, msg=scan)
+
+
+@pytest.mark.parametrize("cell", NEW_CELLS)
+def test_a_stack_of_paper_blocks_steps_as_it_scans(cell):
+    module = stack(cell, layers=2)
+    x, more = torch.randn(2, 60, 6), torch.randn(2, 40, 6)
+    with torch.no_grad():
+        whole, _ = module(torch.cat([x, more], 1))
+        _, state = module(x)
+        stepped, _ = run_step_by_step(module, more, state)
+    torch.testing.assert_close(stepped, whole[:, 60:], rtol=1e-5, atol=1e-5)
+
+
+def test_a_carried_state_enters_the_log_scan_as_its_own_log_not_through_g():
+    # lucidrains/minGRU-pytorch #9: feeding h0 through log_g instead of log changes every later step
+    cell = MinGRU(4, 4, scan="log")
+    x, h0 = torch.randn(1, 5, 4), torch.rand(1, 4) + 0.2
+    with torch.no_grad():
+        parallel, _ = cell(x, h0)
+        first, _ = cell.step(x[:, 0], h0)
+    torch.testing.assert_close(parallel[:, 0], first)
+
+
+def test_minlstm_gates_are_normalised():
+    cell = MinLSTM(3, 4, scan="linear")
+    a, b = cell.gates(cell.project(torch.randn(2, 5, 3)))
+    forget, input_gate = a, cell.gates(torch.cat([torch.zeros(2, 5, 8), torch.full((2, 5, 4), 0.5)], -1))[1]
+    assert torch.all((a > 0) & (a < 1)) and torch.all(b > 0) and forget.shape == input_gate.shape
+    k_f, k_i, _ = cell.project(torch.randn(2, 5, 3)).chunk(3, -1)
+    f, i = torch.sigmoid(k_f), torch.sigmoid(k_i)
+    gap = cell._gap(k_f, k_i)
+    torch.testing.assert_close(torch.sigmoid(-gap), f / (f + i))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cell", NEW_CELLS)
+def test_padding_changes_no_rows_outputs_or_gradients(cell, bidirectional):
+    torch.manual_seed(2)
+    encoder = make_encoder(20, padding_idx=0, cell=cell, embed_dim=6, hidden_size=8, bidirectional=bidirectional)
+    row = torch.randint(1, 20, (1, 5))
+    other = torch.randint(1, 20, (1, 9))
+    alone, _ = encoder(row, torch.tensor([5]))
+    alone.pow(2).sum().backward()
+    alone_grads = {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+    encoder.zero_grad()
+    batch = torch.cat([torch.cat([row, torch.zeros(1, 4, dtype=torch.long)], 1), other])
+    padded, _ = encoder(batch, torch.tensor([5, 9]))
+    torch.testing.assert_close(padded[0, :5], alone[0], rtol=1e-5, atol=1e-6)
+    assert torch.all(padded[0, 5:] == 0)
+    padded[:1].pow(2).sum().backward()
+    for name, parameter in encoder.named_parameters():
+        if name in alone_grads:
+            assert torch.isfinite(parameter.grad).all(), name
+            torch.testing.assert_close(parameter.grad, alone_grads[name], rtol=1e-4, atol=1e-5)  # float64: 1e-15
+    features = encoder.final_features(padded, torch.tensor([5, 9]))
+    torch.testing.assert_close(features[0], encoder.final_features(alone, torch.tensor([5]))[0])
+
+
+@pytest.mark.parametrize("cell", NEW_CELLS)
+def test_the_reverse_direction_reads_each_row_backwards_within_its_length(cell):
+    torch.manual_seed(3)
+    encoder = make_encoder(20, padding_idx=0, cell=cell, embed_dim=6, hidden_size=8, bidirectional=True).eval()
+    tokens = torch.tensor([[4, 7, 9, 0, 0]])
+    both, _ = encoder(tokens, torch.tensor([3]))
+    reverse_stack = encoder.layers[0][1]
+    behind, _ = reverse_stack(encoder.embedding(torch.tensor([[9, 7, 4]])))
+    torch.testing.assert_close(both[0, :3, 8:], behind[0].flip(0))
+
+
+@pytest.mark.parametrize("cell", NEW_CELLS)
+def test_gradients_are_finite_with_heavy_padding_and_long_rows(cell):
+    torch.manual_seed(4)
+    encoder = make_encoder(20, padding_idx=0, cell=cell, embed_dim=6, hidden_size=8, num_layers=2, scan="log")
+    tokens = torch.randint(1, 20, (3, 400))
+    lengths = torch.tensor([400, 3, 1])
+    tokens[1, 3:] = tokens[2, 1:] = 0
+    outputs, _ = encoder(tokens, lengths)
+    encoder.final_features(outputs, lengths).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("cell", NEW_CELLS)
+def test_the_scan_runs_in_float32_under_bf16_autocast(cell):
+    encoder = make_encoder(20, cell=cell, embed_dim=6, hidden_size=8)
+    tokens = torch.randint(1, 20, (2, 30))
+    exact, _ = encoder(tokens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, state = encoder(tokens)
+    assert state.dtype in (torch.float32, torch.complex64)
+    assert (mixed.float() - exact).abs().max() < 0.1  # only the linear maps around the scan ran in bf16
+    mixed.float().sum().backward()
+
+
+def test_settings_that_cannot_apply_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match="weight_drop"):
+        EncoderSettings(cell="mingru", weight_drop=0.3)
+    with pytest.raises(ConfigError, match="block='mlp' does not stack lstm"):
+        EncoderSettings(cell="lstm", block="mlp")
+    with pytest.raises(ConfigError, match="scan"):
+        EncoderSettings(cell="lru", scan="fast")
+    with pytest.raises(ConfigError, match="lru_r_max"):
+        EncoderSettings(cell="lru", lru_r_max=1.0)
+    assert EncoderSettings(cell="lru").resolved_block() == "glu" and EncoderSettings().resolved_block() == "plain"
+
+
+def test_an_old_checkpoints_encoder_settings_still_load():
+    old = {"cell": "lstm", "embed_dim": 8, "hidden_size": 8, "num_layers": 1, "bidirectional": False}
+    settings = EncoderSettings.of(EncoderSettings.nest(old)["encoder"])
+    assert settings.block == "paper" and settings.shape()["block"] == "plain"
+
+
+def test_the_input_projection_reads_normalised_embeddings_as_the_raw_ones():
+    torch.manual_seed(5)
+    encoder = make_encoder(20, cell="lru", embed_dim=6, hidden_size=8).eval()
+    embedded = torch.randn(2, 7, 6)
+    before, _ = encoder.encode(embedded)
+    mean, std = embedded.mean((0, 1)), embedded.std((0, 1))
+    encoder.read_normalized_inputs(mean, std)
+    after, _ = encoder.encode((embedded - mean) / std)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
