@@ -8,7 +8,7 @@ import torch
 from rnnlab.errors import ConfigError
 from rnnlab.models.cells import CELLS
 from rnnlab.models.cells import scan as scans
-from rnnlab.models.cells.mingru import MinGRU, MinLSTM
+from rnnlab.models.cells.mingru import MinGRU, MinLSTM, _MinGRUGates
 from rnnlab.models.encoder import EncoderSettings
 
 from conftest import make_encoder
@@ -116,6 +116,22 @@ def test_a_carried_state_enters_the_log_scan_as_its_own_log_not_through_g():
         parallel, _ = cell(x, h0)
         first, _ = cell.step(x[:, 0], h0)
     torch.testing.assert_close(parallel[:, 0], first)
+
+
+def test_mingru_gates_have_the_derivatives_of_their_formula():
+    """The hand-written backward of minGRU's gates against autograd through ``1 − σ(k)``, ``σ(k) g(c)``."""
+    torch.manual_seed(0)
+    k = torch.randn(3, 7, 4, dtype=torch.float64, requires_grad=True)
+    c = (torch.randn(3, 7, 4, dtype=torch.float64) * 2).requires_grad_()  # both sides of g's kink
+    assert torch.autograd.gradcheck(_MinGRUGates.apply, (k, c))
+    a, b = _MinGRUGates.apply(k, c)
+    ref_a = 1 - torch.sigmoid(k)
+    ref_b = torch.sigmoid(k) * torch.where(c >= 0, c + 0.5, torch.sigmoid(c))  # Feng et al.'s g as written
+    weights = torch.randn(2, *k.shape, dtype=torch.float64)
+    mine = torch.autograd.grad((a * weights[0] + b * weights[1]).sum(), (k, c))
+    theirs = torch.autograd.grad((ref_a * weights[0] + ref_b * weights[1]).sum(), (k, c))
+    for x, y in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(x, y)
 
 
 def test_minlstm_gates_are_normalised():

@@ -54,16 +54,19 @@ def _classic(cls: type[nn.Module]) -> CellFamily:
     return CellFamily(build, parallel=False, blocks=("plain",))
 
 
-def _parallel(make: Callable[[int, ScanOptions], ParallelCell], paper_block: str) -> CellFamily:
+def _parallel(
+    make: Callable[[int, int, ScanOptions], ParallelCell], paper_block: str, reads_any_width: bool = True
+) -> CellFamily:
     def build(input_size: int, hidden_size: int, num_layers: int, dropout: float, options: ScanOptions) -> nn.Module:
         return ScanStack(
-            lambda size: make(size, options),
+            lambda width, size: make(width, size, options),
             input_size,
             hidden_size,
             num_layers,
             dropout,
             options.block,
             options.mlp_expansion,
+            reads_any_width,
         )
 
     return CellFamily(build, parallel=True, blocks=(paper_block, *(b for b in BLOCKS if b != paper_block)))
@@ -74,14 +77,21 @@ CELLS: dict[str, CellFamily] = {
     "gru": _classic(nn.GRU),
     "lstm": _classic(nn.LSTM),
     "elman": _classic(ElmanRNN),
-    "mingru": _parallel(lambda size, o: MinGRU(size, size, o.scan), "mlp"),
-    "minlstm": _parallel(lambda size, o: MinLSTM(size, size, o.scan), "mlp"),
-    "lru": _parallel(lambda size, o: LRU(size, size, o.scan, o.lru_r_min, o.lru_r_max, o.lru_max_phase), "glu"),
+    "mingru": _parallel(lambda width, size, o: MinGRU(width, size, o.scan), "mlp"),
+    "minlstm": _parallel(lambda width, size, o: MinLSTM(width, size, o.scan), "mlp"),
+    "lru": _parallel(
+        lambda width, size, o: LRU(width, size, o.scan, o.lru_r_min, o.lru_r_max, o.lru_max_phase),
+        "glu",
+        reads_any_width=False,  # D x needs x of the state's size
+    ),
 }
 
 
 def input_projection(stack: nn.Module) -> tuple[Tensor, Tensor]:
     """The weight and bias of the linear map through which ``stack`` reads its input (``W x + b``)."""
     if isinstance(stack, ScanStack):
-        return stack.input_projection.weight, stack.input_projection.bias
+        reader = stack.input_projection
+        if isinstance(reader, nn.Identity):  # a plain stack: its first cell reads the input
+            reader = stack.blocks[0].cell.linear
+        return reader.weight, reader.bias
     return stack.weight_ih_l0, stack.bias_ih_l0

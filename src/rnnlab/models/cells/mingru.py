@@ -19,6 +19,35 @@ from torch import Tensor, nn
 from rnnlab.models.cells.parallel import ParallelCell, g, log_g
 
 
+class _MinGRUGates(torch.autograd.Function):
+    """``a = 1 − σ(k)``, ``b = σ(k) g(c)`` from ``[k, c]``, with the derivatives written out.
+
+    Autograd would keep a graph of a dozen elementwise nodes; here the forward saves ``σ(k)`` and
+    ``g(c)`` and the backward reads only them. ``g'(c)``: with ``t = min(g(c), 1/2)`` (``σ(c)`` below 0,
+    ``1/2`` above) and ``g(c) − t = max(c, 0)``, ``g'(c) = t(1 − t) + 3/4 sign(max(c, 0))`` — 1 above 0,
+    ``σ'(c)`` below — in float passes only (no boolean mask, which is slow on a CPU).
+    """
+
+    @staticmethod
+    def forward(ctx, k: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        update = torch.sigmoid(k)
+        candidate = g(c)
+        ctx.save_for_backward(update, candidate)
+        return 1 - update, update * candidate
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor, grad_b: Tensor) -> tuple[Tensor, Tensor]:
+        update, candidate = ctx.saved_tensors
+        # dL/dk = (dL/db g(c) − dL/da) σ(k)(1 − σ(k))
+        grad_k = torch.addcmul(grad_a, grad_b, candidate, value=-1)
+        grad_k.mul_(update).mul_(update - 1)
+        # dL/dc = dL/db σ(k) g'(c)
+        below = candidate.clamp(max=0.5)
+        slope = (candidate - below).sign_().mul_(0.75).add_(below).sub_(below * below)
+        grad_c = torch.mul(grad_b, update).mul_(slope)
+        return grad_k, grad_c
+
+
 class MinGRU(ParallelCell):
     def __init__(self, input_size: int, hidden_size: int, scan: str = "auto"):
         super().__init__(input_size, hidden_size, scan)
@@ -29,7 +58,7 @@ class MinGRU(ParallelCell):
 
     def gates(self, projected: Tensor) -> tuple[Tensor, Tensor]:
         k, c = projected.chunk(2, dim=-1)
-        return torch.sigmoid(-k), torch.sigmoid(k) * g(c)
+        return _MinGRUGates.apply(k, c)
 
     def log_gates(self, projected: Tensor) -> tuple[Tensor, Tensor]:
         k, c = projected.chunk(2, dim=-1)

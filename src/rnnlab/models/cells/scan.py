@@ -3,9 +3,10 @@
 Every parallel-scan cell (minGRU, minLSTM, LRU) reduces to this recurrence with gates ``a_t`` that
 depend on the input only. Three ways to run it give the same numbers (float32, 1e-5):
 
-- ``linear``: one fused multiply-add per step on a time-major buffer, with a hand-written backward
-  (the same recurrence run in reverse). T small ops of ``B × H`` each and no graph of T nodes: on a
-  CPU this is the fastest, and it is exact, since a step is exactly what the step-by-step cell does.
+- ``linear``: one fused multiply-add per step, in place on the ``[:, t]`` slices, with a
+  hand-written backward (the same recurrence run in reverse). T small ops of ``B × H`` each and no
+  graph of T nodes: on a CPU this is the fastest, and it is exact, since a step is exactly what the
+  step-by-step cell does.
 - ``log``: Heinsen (2023)'s scan in log space, ``log h = a* + logcumsumexp(log b - a*)`` with
   ``a* = cumsum(log a)``, for positive ``b`` (minGRU / minLSTM with the ``g`` activation). It runs in
   chunks of ``LOG_CHUNK`` steps, the state carried between them in its own log, so ``a*`` stays small
@@ -37,31 +38,36 @@ def resolve_scan(scan: str, device: torch.device, complex_valued: bool) -> str:
 
 
 class _LinearRecurrence(torch.autograd.Function):
-    """``h_t = a_t h_{t-1} + b_t`` on time-major ``[T, B, H]`` tensors, ``h_{-1} = h0``."""
+    """``h_t = a_t h_{t-1} + b_t`` on batch-major ``[B, T, H]`` tensors, ``h_{-1} = h0``.
+
+    Each step reads and writes the strided ``[:, t]`` slices in place, so no time-major copy of the
+    gates, their gradients or the states is ever made: at the sizes a CPU trains, the recurrence is a
+    few passes over memory, and every copy would be one more.
+    """
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
-        a, b = a.contiguous(), b.contiguous()
-        h = torch.empty_like(b)
+        h = torch.empty_like(b, memory_format=torch.contiguous_format)
         previous = h0
-        for t in range(b.size(0)):
-            torch.addcmul(b[t], a[t], previous, out=h[t])
-            previous = h[t]
+        for t in range(b.size(1)):
+            torch.addcmul(b[:, t], a[:, t], previous, out=h[:, t])
+            previous = h[:, t]
         ctx.save_for_backward(a, h, h0)
         return h
 
     @staticmethod
     def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         a, h, h0 = ctx.saved_tensors
-        grad_h = grad_h.contiguous()
         a_next = a.conj().resolve_conj() if a.is_complex() else a
-        grad_b = torch.empty_like(grad_h)
-        grad_b[-1] = grad_h[-1]
-        for t in range(grad_h.size(0) - 2, -1, -1):  # dL/db_t = g_t + a_{t+1} dL/db_{t+1}
-            torch.addcmul(grad_h[t], a_next[t + 1], grad_b[t + 1], out=grad_b[t])
-        previous = torch.cat([h0.unsqueeze(0), h[:-1]])
-        grad_a = grad_b * (previous.conj() if previous.is_complex() else previous)
-        grad_h0 = grad_b[0] * a_next[0]
+        grad_b = torch.empty_like(h)
+        grad_b[:, -1] = grad_h[:, -1]
+        for t in range(grad_h.size(1) - 2, -1, -1):  # dL/db_t = g_t + a_{t+1} dL/db_{t+1}
+            torch.addcmul(grad_h[:, t], a_next[:, t + 1], grad_b[:, t + 1], out=grad_b[:, t])
+        states = h.conj().resolve_conj() if h.is_complex() else h
+        grad_a = torch.empty_like(h)  # dL/da_t = dL/db_t * conj(h_{t-1})
+        torch.mul(grad_b[:, 1:], states[:, :-1], out=grad_a[:, 1:])
+        torch.mul(grad_b[:, 0], h0.conj() if h0.is_complex() else h0, out=grad_a[:, 0])
+        grad_h0 = grad_b[:, 0] * a_next[:, 0]
         return grad_a, grad_b, grad_h0
 
 
@@ -69,8 +75,7 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
     """``h`` ``[B, T, H]`` of the recurrence, step by step in one fused op per step."""
     if h0 is None:
         h0 = torch.zeros_like(b[:, 0])
-    h = _LinearRecurrence.apply(a.transpose(0, 1), b.transpose(0, 1), h0.to(b.dtype))
-    return h.transpose(0, 1)
+    return _LinearRecurrence.apply(a, b, h0.to(b.dtype))
 
 
 def log_scan(log_a: Tensor, log_b: Tensor, log_h0: Tensor | None = None) -> Tensor:

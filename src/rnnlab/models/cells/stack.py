@@ -1,10 +1,13 @@
 """A stack of parallel-scan cells in their papers' blocks, with ``nn.RNN``'s call: ``(x, state) → (y, state)``.
 
-``x`` first goes through a linear map to ``hidden_size`` (the "input projection": the one linear map
-that reads the embeddings, which ``read_normalized_inputs`` rescales), so that every block maps
-``hidden_size`` to itself and a residual always fits. Then, per layer (``block``):
+In the residual blocks ``x`` first goes through a linear map to ``hidden_size`` (the "input
+projection"), so that every block maps ``hidden_size`` to itself and a residual always fits. Then, per
+layer (``block``):
 
-- ``plain``: the cell alone, dropout between layers, as ``nn.RNN`` stacks them;
+- ``plain``: the cell alone, dropout between layers, as ``nn.RNN`` stacks them: the first cell reads
+  ``x`` itself (its own linear map is the input projection), as ``nn.GRU``'s first layer does — a
+  separate ``E → H`` map before an ``H → 2H`` one would cost the minGRU most of its time. An LRU,
+  which maps a size to itself, keeps the projection;
 - ``mlp`` (minGRU / minLSTM, Feng et al. 2024's language model, a transformer block with the
   attention replaced): ``x + cell(LN(x))``, then ``x + MLP(LN(x))`` with a GELU MLP of
   ``mlp_expansion × hidden_size`` units;
@@ -76,20 +79,28 @@ class ScanStack(nn.Module):
 
     def __init__(
         self,
-        make_cell: Callable[[int], ParallelCell],
+        make_cell: Callable[[int, int], ParallelCell],
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
         dropout: float = 0.0,
         block: str = "plain",
         mlp_expansion: int = 4,
+        reads_any_width: bool = True,
     ):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"block={block!r}; allowed: {', '.join(BLOCKS)}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.input_projection = nn.Linear(input_size, hidden_size)
-        self.blocks = nn.ModuleList(Block(make_cell(hidden_size), block, mlp_expansion) for _ in range(num_layers))
+        # the one linear map that reads the embeddings (read_normalized_inputs rescales it): its own, or
+        # the first cell's where that cell reads the input directly
+        direct = block == "plain" and reads_any_width
+        self.input_projection = nn.Identity() if direct else nn.Linear(input_size, hidden_size)
+        first_width = input_size if direct else hidden_size
+        self.blocks = nn.ModuleList(
+            Block(make_cell(first_width if i == 0 else hidden_size, hidden_size), block, mlp_expansion)
+            for i in range(num_layers)
+        )
         self.dropout = nn.Dropout(dropout)
         self.final_norm = nn.LayerNorm(hidden_size) if block != "plain" else nn.Identity()
 
