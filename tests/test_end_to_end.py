@@ -32,13 +32,27 @@ TINY_DATA = {
     "shakespeare": ("data.eval_batch_size=4", "data.eval_windows=16"),
 }
 
+# presets sized for a GPU run, made small enough to prove their wiring in seconds
+SMALLER = {
+    "shakespeare_mingru": (
+        "model.encoder.num_layers=2",
+        "model.encoder.hidden_size=32",
+        "model.encoder.embed_dim=32",
+        "data.batch_size=4",
+        "data.seq_length=32",
+    ),
+}
+
 
 @pytest.mark.parametrize("debug", ["fdr", "limit"])
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_in_each_debug_mode(experiment, debug, compose_cfg, tmp_path):
     dataset = experiment.split("_")[0]
     scratch = ("model.pretrained=null",) if "finetune" in experiment or "vat" in experiment else ()  # LM: test_transfer
-    cfg = compose_cfg(f"experiment={experiment}", f"debug={debug}", *TINY_DATA[dataset], *scratch, output_dir=tmp_path)
+    smaller = SMALLER.get(experiment, ())
+    cfg = compose_cfg(
+        f"experiment={experiment}", f"debug={debug}", *TINY_DATA[dataset], *scratch, *smaller, output_dir=tmp_path
+    )
     metrics = train(cfg)
     assert metrics["status"] == "completed"
     assert any(key.startswith("val/") for key in metrics)
