@@ -48,13 +48,21 @@ class _MinGRUGates(torch.autograd.Function):
         return grad_k, grad_c
 
 
-class MinGRU(ParallelCell):
+class _GatesFromInput(ParallelCell):
+    """A cell whose gate pre-activations are one linear map of the input: ``parts`` blocks of ``hidden_size``."""
+
+    parts = 0
+
     def __init__(self, input_size: int, hidden_size: int, scan: str = "auto"):
         super().__init__(input_size, hidden_size, scan)
-        self.linear = nn.Linear(input_size, 2 * hidden_size)
+        self.linear = nn.Linear(input_size, self.parts * hidden_size)
 
     def project(self, x: Tensor) -> Tensor:
         return self.linear(x)
+
+
+class MinGRU(_GatesFromInput):
+    parts = 2  # [k, c]
 
     def gates(self, projected: Tensor) -> tuple[Tensor, Tensor]:
         k, c = projected.chunk(2, dim=-1)
@@ -65,13 +73,8 @@ class MinGRU(ParallelCell):
         return -F.softplus(k), -F.softplus(-k) + log_g(c)
 
 
-class MinLSTM(ParallelCell):
-    def __init__(self, input_size: int, hidden_size: int, scan: str = "auto"):
-        super().__init__(input_size, hidden_size, scan)
-        self.linear = nn.Linear(input_size, 3 * hidden_size)
-
-    def project(self, x: Tensor) -> Tensor:
-        return self.linear(x)
+class MinLSTM(_GatesFromInput):
+    parts = 3  # [k_forget, k_input, c]
 
     @staticmethod
     def _gap(k_forget: Tensor, k_input: Tensor) -> Tensor:
