@@ -51,12 +51,16 @@ def test_four_sbatch_workers_finish_one_study_when_one_is_killed_mid_trial(
         f"paths.log_dir={tmp_path / 'outputs'}",  # each worker's sweep folder: slurm-<its job id>
     ]
     env = {**slurm, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    wrap = " ".join(f"'{a}'" for a in worker)
+    # the victim's trials train far longer, so that the kill lands mid-trial however fast the machine
+    # (at 4 epochs a quiet CPU ends a trial within a second or two of its first checkpoint)
+    wraps = [
+        " ".join(f"'{a}'" for a in (*worker, *(["trainer.max_epochs=400"] if i == 0 else []))) for i in range(WORKERS)
+    ]
     jobs = []
     for i in range(WORKERS):
         submitted = subprocess.run(
             ["sbatch", "--parsable", "-J", f"worker{i}", "-c", "1", "-t", "10", "-o", str(tmp_path / f"w{i}.log")]
-            + ["--wrap", wrap],
+            + ["--wrap", wraps[i]],
             capture_output=True,
             text=True,
             env=env,

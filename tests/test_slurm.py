@@ -23,7 +23,8 @@ QUICK = [
     "experiment=imdb_lstm",
     "data.val_size=8",
     "data.batch_size=8",
-    "trainer.max_epochs=6",
+    # long enough (~1 s an epoch on a quiet CPU) that both requeues land while the job still trains
+    "trainer.max_epochs=40",
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
