@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from rnnlab.training.ddp import LAUNCH_ENV
+
 from conftest import REPO
 
 CLUSTER_SCRIPTS = REPO / "scripts" / "cluster"
@@ -54,16 +56,20 @@ def _missing(*programs: str) -> str | None:
 @pytest.fixture(scope="session", name="slurm")
 def slurm_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The environment that reaches the local Slurm cluster (``SLURM_CONF``), of two nodes where this starts it."""
+    # what sbatch hands its jobs (--export=ALL): this process's environment without the DDP launch
+    # variables an in-process DDP test left behind, which every job would otherwise share (one
+    # MASTER_PORT for two jobs running at once: EADDRINUSE)
+    submitter = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
     conf = os.environ.get("SLURM_CONF")
     if conf and _answers(["sinfo", "-h"]):
-        yield {**os.environ, "SLURM_CONF": conf}  # started by .ci/run, which stops it
+        yield {**submitter, "SLURM_CONF": conf}  # started by .ci/run, which stops it
         return
     reason = _missing("slurmctld", "slurmd", "munged", "sbatch")
     if reason:
         pytest.skip(reason)
     state = tmp_path_factory.mktemp("slurm")
     env = {
-        **os.environ,
+        **submitter,
         "RNNLAB_SLURM_PORTS": os.environ.get("RNNLAB_SLURM_PORTS", "6827,6828"),
         "RNNLAB_SLURM_NODES": os.environ.get("RNNLAB_SLURM_NODES", "2"),  # the two-node test needs two
     }
