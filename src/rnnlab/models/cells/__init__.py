@@ -90,8 +90,5 @@ CELLS: dict[str, CellFamily] = {
 def input_projection(stack: nn.Module) -> tuple[Tensor, Tensor]:
     """The weight and bias of the linear map through which ``stack`` reads its input (``W x + b``)."""
     if isinstance(stack, ScanStack):
-        reader = stack.input_projection
-        if isinstance(reader, nn.Identity):  # a plain stack: its first cell reads the input
-            reader = stack.blocks[0].cell.linear
-        return reader.weight, reader.bias
+        return stack.input_linear.weight, stack.input_linear.bias
     return stack.weight_ih_l0, stack.bias_ih_l0

@@ -104,6 +104,13 @@ class ScanStack(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.final_norm = nn.LayerNorm(hidden_size) if block != "plain" else nn.Identity()
 
+    @property
+    def input_linear(self) -> nn.Linear:
+        """The linear map that reads ``x``: the input projection, or in a plain stack the first cell's own."""
+        if isinstance(self.input_projection, nn.Linear):
+            return self.input_projection
+        return self.blocks[0].cell.linear
+
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``x`` ``[B, T, E]`` → outputs ``[B, T, H]`` and the state after the last step ``[L, B, S]``."""
         if x.size(1) == 1:  # one token (generation): the step, not a scan of length one
