@@ -154,9 +154,9 @@ def _commit(record: dict[str, Any]) -> str:
 
 
 def figure(values: list[float], fmt: str) -> str:
-    """One seed's value, or the mean ± standard deviation of several (the sample's, n - 1)."""
+    """One seed's value (or one all seeds share), or the mean ± standard deviation of several (the sample's, n - 1)."""
     show = FORMATS[fmt]
-    if len(values) == 1:
+    if len(set(values)) == 1:  # one seed, or a value the seed does not move (a parameter count)
         return show(values[0])
     mean, std = statistics.mean(values), statistics.stdev(values)
     shown, spread = show(mean), show(std)

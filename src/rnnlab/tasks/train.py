@@ -53,6 +53,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         datamodule = build_datamodule(cfg)
         run.add_data(datamodule.provenance)
         model = build_model(cfg, datamodule)
+        # what a comparison of cells or sizes reads beside the figures (the record's metrics keep it)
+        run.update({"model/params": sum(p.numel() for p in model.parameters() if p.requires_grad)})
         reporter = reporter_from_config(run.config.get("tune"), cfg.monitor)  # a trial of an Optuna search
         callbacks = [*build_callbacks(cfg), StoreRunRecord(run), *([reporter] if reporter else [])]
         trainer = build_trainer(cfg, callbacks, build_logger(cfg))
