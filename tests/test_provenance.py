@@ -190,3 +190,21 @@ def test_rerun_refuses_a_config_that_names_foreign_code(data, tmp_path):
         rerun(run, tmp_path / "again", **SILENT)
     proc = subprocess.run([sys.executable, str(SCRIPTS / "rerun.py"), str(run)], capture_output=True, text=True)
     assert proc.returncode == 2 and "refused" in proc.stderr and not marker.exists()
+
+
+def test_a_published_record_written_beside_the_code_is_not_a_code_change(tmp_path):
+    # results.py run records seed 1 in docs/results/runs/ before seed 2 starts: seed 2 is still clean code
+    from rnnlab.runs.provenance import uncommitted_patch
+
+    git("init", "-q", cwd=tmp_path)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "-A", cwd=tmp_path)
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "code", cwd=tmp_path)
+    record = tmp_path / "docs" / "results" / "runs" / "cells" / "preset-0123abcd-s1.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("{}\n")
+    assert uncommitted_patch(tmp_path) == ""
+    (tmp_path / "code.py").write_text("x = 2\n")
+    (tmp_path / "new.py").write_text("y = 1\n")
+    patch = uncommitted_patch(tmp_path)
+    assert "+x = 2" in patch and "+y = 1" in patch and "preset-0123abcd" not in patch

@@ -41,10 +41,17 @@ def _git(*args: str, cwd: Path = SOURCE) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
+# what the results pipeline writes into the checkout while it trains (scripts/results.py run records each
+# seed as it ends): outputs of runs, not code, so the next seed of a row is not made "dirty" by the last
+NOT_CODE = (":(exclude)docs/results/runs",)
+
+
 def uncommitted_patch(top: Path) -> str:
-    """Every uncommitted change as one patch ``git apply`` takes: tracked edits, then new untracked files."""
-    patch = _git("diff", "--binary", "HEAD", cwd=top) or ""
-    for name in (_git("ls-files", "--others", "--exclude-standard", "-z", cwd=top) or "").split("\0"):
+    """Every uncommitted change as one patch ``git apply`` takes: tracked edits, then new untracked files
+    (the published results' records left out: ``NOT_CODE``)."""
+    patch = _git("diff", "--binary", "HEAD", "--", ".", *NOT_CODE, cwd=top) or ""
+    untracked = _git("ls-files", "--others", "--exclude-standard", "-z", "--", ".", *NOT_CODE, cwd=top) or ""
+    for name in untracked.split("\0"):
         if name:  # --no-index exits 1 when the files differ, which they always do: read its output anyway
             proc = subprocess.run(
                 ["git", "diff", "--binary", "--no-index", "--", "/dev/null", name],
