@@ -1,4 +1,4 @@
-"""The parallel-scan cells (minGRU, minLSTM, LRU): scans agree, parallel = step by step, padding is never read."""
+"""The parallel-scan cells (minGRU, minLSTM, LRU, Mamba): scans agree, parallel = step by step, padding unread."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ from rnnlab.models.encoder import EncoderSettings
 
 from conftest import make_encoder
 
-NEW_CELLS = ["mingru", "minlstm", "lru"]
+NEW_CELLS = ["mingru", "minlstm", "lru", "mamba"]
+
+
+def scans_of(cell: str) -> tuple[str, ...]:
+    """The scans a cell runs: Mamba's ``b`` has either sign, so it has no log form (its settings refuse one)."""
+    return ("linear", "associative") if cell == "mamba" else ("linear", "log", "associative")
 
 
 def gates(complex_valued: bool, steps: int = 300, seed: int = 0):
@@ -87,7 +92,7 @@ def test_parallel_equals_step_by_step_at_1024_steps_with_and_without_a_carried_s
     with torch.no_grad():
         stepped, stepped_state = run_step_by_step(module, x, None)
         stepped_on, _ = run_step_by_step(module, more, stepped_state)
-        for scan in ("linear", "log", "associative"):
+        for scan in scans_of(cell):
             for block in module.blocks:
                 block.cell.scan = scan
             parallel, state = module(x)
@@ -183,7 +188,8 @@ def test_the_reverse_direction_reads_each_row_backwards_within_its_length(cell):
 @pytest.mark.parametrize("cell", NEW_CELLS)
 def test_gradients_are_finite_with_heavy_padding_and_long_rows(cell):
     torch.manual_seed(4)
-    encoder = make_encoder(20, padding_idx=0, cell=cell, embed_dim=6, hidden_size=8, num_layers=2, scan="log")
+    scan = "log" if "log" in scans_of(cell) else "auto"  # the one where masking padding would give NaN
+    encoder = make_encoder(20, padding_idx=0, cell=cell, embed_dim=6, hidden_size=8, num_layers=2, scan=scan)
     tokens = torch.randint(1, 20, (3, 400))
     lengths = torch.tensor([400, 3, 1])
     tokens[1, 3:] = tokens[2, 1:] = 0
@@ -213,7 +219,12 @@ def test_settings_that_cannot_apply_are_refused_in_one_line():
         EncoderSettings(cell="lru", scan="fast")
     with pytest.raises(ConfigError, match="lru_r_max"):
         EncoderSettings(cell="lru", lru_r_max=1.0)
+    with pytest.raises(ConfigError, match="mamba has no log form"):
+        EncoderSettings(cell="mamba", scan="log")
+    with pytest.raises(ConfigError, match="mamba_state_size"):
+        EncoderSettings(cell="mamba", mamba_state_size=0)
     assert EncoderSettings(cell="lru").resolved_block() == "glu" and EncoderSettings().resolved_block() == "plain"
+    assert EncoderSettings(cell="mamba").resolved_block() == "residual"
 
 
 def test_an_old_checkpoints_encoder_settings_still_load():
@@ -231,3 +242,17 @@ def test_the_input_projection_reads_normalised_embeddings_as_the_raw_ones():
     encoder.read_normalized_inputs(mean, std)
     after, _ = encoder.encode((embedded - mean) / std)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_mamba_selects_its_step_from_the_input_and_starts_as_its_paper():
+    # what makes it Mamba rather than S4: the decay a = exp(Δ A) differs from token to token
+    from rnnlab.models.cells.mamba import DT_MAX, DT_MIN, Mamba
+
+    torch.manual_seed(6)
+    cell = Mamba(8, 8, state_size=4, expansion=2, conv_width=3)
+    step = torch.nn.functional.softplus(cell.dt_proj.bias)
+    assert step.min() >= DT_MIN * 0.999 and step.max() <= DT_MAX * 1.001
+    torch.testing.assert_close(cell.a_log.exp()[0], torch.arange(1.0, 5.0))
+    assert cell.state_size == 16 * 4 + 2 * 16  # the SSM state, then the convolution's last 2 inputs
+    a, _, _ = cell._selection(torch.randn(1, 5, 16))
+    assert a.shape == (1, 5, 16, 4) and (a[0, 0] - a[0, 1]).abs().max() > 1e-4

@@ -1,5 +1,5 @@
 """Embedding + recurrent stack: the one encoder every task shares (rnn | gru | lstm | elman, and the
-parallel-scan cells mingru | minlstm | lru; ``models/cells`` holds them all behind one registry).
+parallel-scan cells mingru | minlstm | lru | mamba; ``models/cells`` holds them all behind one registry).
 
 Variable lengths are handled on padded tensors, not packed sequences: on CPU a packed
 ``nn.LSTM`` falls off the fused kernel and its backward pass is an order of magnitude slower.
@@ -58,16 +58,22 @@ class EncoderSettings:
     dropout: float = 0.0  # between recurrent layers
     embed_dropout: float = 0.0
     weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
-    # the parallel-scan cells (mingru | minlstm | lru); the defaults keep older checkpoints loading
-    block: str = "paper"  # paper (the cell's own) | plain | mlp | glu: models/cells/stack.py
+    # the parallel-scan cells (mingru | minlstm | lru | mamba); the defaults keep older checkpoints loading
+    block: str = "paper"  # paper (the cell's own) | plain | mlp | glu | residual: models/cells/stack.py
     mlp_expansion: int = 4  # the mlp block's width, in hidden sizes
     scan: str = "auto"  # auto | linear | log | associative: models/cells/scan.py
     lru_r_min: float = 0.0  # the LRU's ring initialisation: |λ| in [r_min, r_max], phase in [0, max_phase]
     lru_r_max: float = 0.99
     lru_max_phase: float = 2 * math.pi
+    mamba_state_size: int = 16  # N, the states per channel
+    mamba_expansion: int = 2  # the mixer's inner width, in hidden sizes
+    mamba_conv_width: int = 4  # the causal depthwise convolution's kernel
 
     # what the weights' shapes follow
-    SHAPE = ("cell", "embed_dim", "hidden_size", "num_layers", "bidirectional", "block", "mlp_expansion")
+    SHAPE = (
+        "cell", "embed_dim", "hidden_size", "num_layers", "bidirectional", "block", "mlp_expansion",
+        "mamba_state_size", "mamba_expansion", "mamba_conv_width",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -93,7 +99,10 @@ class EncoderSettings:
             )
         if self.scan not in SCANS:
             raise ConfigError(f"model.encoder.scan={self.scan!r} is not a scan; allowed: {', '.join(SCANS)}")
-        check_positive(**{"encoder.mlp_expansion": self.mlp_expansion})
+        if self.cell == "mamba" and self.scan == "log":
+            raise ConfigError("model.encoder.scan=log: mamba has no log form (its b has either sign); use auto")
+        sizes = ("mlp_expansion", "mamba_state_size", "mamba_expansion", "mamba_conv_width")
+        check_positive(**{f"encoder.{k}": getattr(self, k) for k in sizes})
         if not (0.0 <= self.lru_r_min < self.lru_r_max < 1.0 and 0.0 < self.lru_max_phase <= 2 * math.pi):
             raise ConfigError(
                 f"model.encoder.lru_r_min={self.lru_r_min}, lru_r_max={self.lru_r_max}, "
@@ -106,7 +115,15 @@ class EncoderSettings:
 
     def scan_options(self) -> ScanOptions:
         return ScanOptions(
-            self.resolved_block(), self.mlp_expansion, self.scan, self.lru_r_min, self.lru_r_max, self.lru_max_phase
+            self.resolved_block(),
+            self.mlp_expansion,
+            self.scan,
+            self.lru_r_min,
+            self.lru_r_max,
+            self.lru_max_phase,
+            self.mamba_state_size,
+            self.mamba_expansion,
+            self.mamba_conv_width,
         )
 
     @classmethod

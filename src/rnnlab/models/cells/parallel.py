@@ -79,7 +79,8 @@ class ParallelCell(nn.Module):
             return self.readout(h, x), h
 
     def _scan(self, projected: Tensor, h0: Tensor | None) -> Tensor:
-        how = scans.resolve_scan(self.scan, projected.device, self.complex_valued)
+        log_form = type(self).log_gates is not ParallelCell.log_gates  # a cell with log gates has one
+        how = scans.resolve_scan(self.scan, projected.device, log_form)
         if how == "log":
             logs = self.log_gates(projected)
             if logs is not None and (h0 is None or bool((h0 > 0).all())):

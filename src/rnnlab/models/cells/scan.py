@@ -1,6 +1,6 @@
 """First-order linear recurrences ``h_t = a_t * h_{t-1} + b_t`` over ``[B, T, H]``, computed all at once.
 
-Every parallel-scan cell (minGRU, minLSTM, LRU) reduces to this recurrence with gates ``a_t`` that
+Every parallel-scan cell (minGRU, minLSTM, LRU, Mamba) reduces to this recurrence with gates ``a_t`` that
 depend on the input only. Three ways to run it give the same numbers (float32, 1e-5):
 
 - ``linear``: one fused multiply-add per step, in place on the ``[:, t]`` slices, with a
@@ -28,13 +28,14 @@ SCANS = ("auto", "linear", "log", "associative")
 LOG_CHUNK = 16  # steps per log-space chunk: |cumsum(log a)| stays small enough for 1e-5 in float32
 
 
-def resolve_scan(scan: str, device: torch.device, complex_valued: bool) -> str:
-    """``auto``: the per-step scan on a CPU; on an accelerator the log-space one (real) or associative (complex)."""
+def resolve_scan(scan: str, device: torch.device, log_form: bool) -> str:
+    """``auto``: the per-step scan on a CPU; on an accelerator the log-space one where the cell has a log
+    form (positive ``b``: minGRU, minLSTM), else the associative one (LRU, Mamba)."""
     if scan != "auto":
         return scan
     if device.type == "cpu":
         return "linear"
-    return "associative" if complex_valued else "log"
+    return "log" if log_form else "associative"
 
 
 class _LinearRecurrence(torch.autograd.Function):

@@ -11,11 +11,14 @@ layer (``block``):
 - ``mlp`` (minGRU / minLSTM, Feng et al. 2024's language model, a transformer block with the
   attention replaced): ``x + cell(LN(x))``, then ``x + MLP(LN(x))`` with a GELU MLP of
   ``mlp_expansion × hidden_size`` units;
-- ``glu`` (LRU, Orvieto et al. 2023): ``x + GLU(GELU(cell(LN(x))))``.
+- ``glu`` (LRU, Orvieto et al. 2023): ``x + GLU(GELU(cell(LN(x))))``;
+- ``residual`` (Mamba, Gu & Dao 2023): ``x + cell(RMSNorm(x))``, no channel mixer: Mamba's mixer
+  expands, gates and projects back itself.
 
-The residual blocks end with a LayerNorm over the top layer's output (pre-norm stacks need one
-before a head). Everything but the cell works on each step alone, so the stack stays causal, the
-step-by-step path equals the parallel one, and padding is never read by a real step.
+The residual blocks end with a norm over the top layer's output (pre-norm stacks need one before a
+head): a LayerNorm, or an RMSNorm after Mamba's blocks. Everything but the cell works on each step
+alone, so the stack stays causal, the step-by-step path equals the parallel one, and padding is never
+read by a real step.
 
 The state is one tensor ``[num_layers, B, state size]`` (complex for an LRU), as ``nn.GRU``'s is.
 """
@@ -28,9 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.models.cells.parallel import ParallelCell
+BLOCKS = ("plain", "mlp", "glu", "residual")
 
-BLOCKS = ("plain", "mlp", "glu")
+
+def norm_of(kind: str, size: int) -> nn.Module:
+    """The normalisation a block puts before its cell (and a stack after its top block)."""
+    if kind == "plain":
+        return nn.Identity()
+    return nn.RMSNorm(size) if kind == "residual" else nn.LayerNorm(size)
 
 
 class GatedLinearUnit(nn.Module):
@@ -45,11 +53,11 @@ class GatedLinearUnit(nn.Module):
 class Block(nn.Module):
     """One layer: the cell inside its paper's normalisation, residual and channel mixer."""
 
-    def __init__(self, cell: ParallelCell, kind: str, mlp_expansion: int):
+    def __init__(self, cell: nn.Module, kind: str, mlp_expansion: int):
         super().__init__()
         size = cell.hidden_size
         self.kind, self.cell = kind, cell
-        self.norm = nn.LayerNorm(size) if kind != "plain" else nn.Identity()
+        self.norm = norm_of(kind, size)
         if kind == "mlp":
             self.mlp_norm = nn.LayerNorm(size)
             self.mixer = nn.Sequential(
@@ -68,6 +76,8 @@ class Block(nn.Module):
         y, h = cell_out
         if self.kind == "plain":
             return y, h
+        if self.kind == "residual":
+            return x + y, h
         if self.kind == "glu":
             return x + self.mixer(y), h
         x = x + y
@@ -75,11 +85,11 @@ class Block(nn.Module):
 
 
 class ScanStack(nn.Module):
-    """Input projection → ``num_layers`` blocks (dropout between them) → LayerNorm (residual blocks)."""
+    """Input projection → ``num_layers`` blocks (dropout between them) → a norm (residual blocks)."""
 
     def __init__(
         self,
-        make_cell: Callable[[int, int], ParallelCell],
+        make_cell: Callable[[int, int], nn.Module],  # a ParallelCell, or Mamba (its own two paths)
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
@@ -102,7 +112,7 @@ class ScanStack(nn.Module):
             for i in range(num_layers)
         )
         self.dropout = nn.Dropout(dropout)
-        self.final_norm = nn.LayerNorm(hidden_size) if block != "plain" else nn.Identity()
+        self.final_norm = norm_of(block, hidden_size)
 
     @property
     def input_linear(self) -> nn.Linear:
