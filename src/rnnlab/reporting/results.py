@@ -39,6 +39,7 @@ DISPLAY_ONLY = ("paths.", "trainer.enable_progress_bar", "trainer.enable_model_s
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 FORMATS = {
     "pct": lambda v: f"{100 * v:.2f} %",
+    "4": lambda v: f"{v:.4f}",  # where the anchor is published to four places (nanoGPT's 1.4697)
     "3": lambda v: f"{v:.3f}",
     "1": lambda v: f"{v:.1f}",
     "int": lambda v: f"{v:,.0f}",
