@@ -254,5 +254,34 @@ def test_mamba_selects_its_step_from_the_input_and_starts_as_its_paper():
     assert step.min() >= DT_MIN * 0.999 and step.max() <= DT_MAX * 1.001
     torch.testing.assert_close(cell.a_log.exp()[0], torch.arange(1.0, 5.0))
     assert cell.state_size == 16 * 4 + 2 * 16  # the SSM state, then the convolution's last 2 inputs
-    a, _, _ = cell._selection(torch.randn(1, 5, 16))
+    dt, _, _ = cell._selection(torch.randn(1, 5, 16))
+    a = torch.exp(dt.unsqueeze(-1) * cell.rate)
     assert a.shape == (1, 5, 16, 4) and (a[0, 0] - a[0, 1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("steps", [1, 16, 37])  # one step, one whole chunk, two chunks and a part
+def test_mambas_chunked_scan_has_the_written_out_forms_values_and_gradients(steps):
+    from rnnlab.models.cells.scan import linear_scan
+    from rnnlab.models.cells.selective_scan import gates, selective_scan
+
+    torch.manual_seed(7)
+    batch, inner, n = 2, 3, 4
+    dt = (torch.rand(batch, steps, inner, dtype=torch.float64) * 0.5).requires_grad_()
+    rate = (-3 * torch.rand(inner, n, dtype=torch.float64)).requires_grad_()
+    bu, b_in, c = (torch.randn(batch, steps, size, dtype=torch.float64, requires_grad=True) for size in (inner, n, n))
+    h0 = torch.randn(batch, inner, n, dtype=torch.float64, requires_grad=True)
+    inputs = (dt, rate, bu, b_in, c, h0)
+    assert torch.autograd.gradcheck(selective_scan, inputs)
+
+    a, b = gates(dt, rate, bu, b_in)
+    h = linear_scan(a.flatten(2), b.flatten(2), h0.flatten(1)).view(batch, steps, inner, n)
+    written_out = (torch.einsum("btdn,btn->btd", h, c), h[:, -1])
+    chunked = selective_scan(*inputs)
+    weights = [torch.randn_like(t) for t in written_out]
+
+    def gradients(outputs):
+        return torch.autograd.grad(sum((t * w).sum() for t, w in zip(outputs, weights, strict=True)), inputs)
+
+    ours, reference = [*chunked, *gradients(chunked)], [*written_out, *gradients(written_out)]
+    for got, want in zip(ours, reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

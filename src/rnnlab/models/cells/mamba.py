@@ -8,9 +8,10 @@ State Spaces"), in pure PyTorch: the mixer of one Mamba block.
 A is diagonal and negative (``−exp(A_log)``, S4D-real's ``1..N`` at initialisation), so the recurrence
 is the same first-order one as minGRU's (``scan.py``), over ``D × N`` channels: the gates depend on the
 input (that is Mamba's "selection"), which is what lets it run as a scan. ``b`` has either sign, so
-there is no log-space form; on an accelerator the associative scan runs it. The scan materialises
-``[B, T, D, N]``, as the paper's reference ``selective_scan_ref`` does (the fused CUDA kernel of
-``mamba-ssm`` keeps the state in SRAM instead): memory grows with T times ``D N``.
+there is no log-space form. On a CPU (``scan=linear``) it runs chunk by chunk (``selective_scan.py``),
+never holding the ``[B, T, D, N]`` gates and states, as the fused CUDA kernel of ``mamba-ssm`` keeps the
+state in SRAM; ``scan=associative`` (an accelerator's default) writes them out, as the paper's reference
+``selective_scan_ref`` does, and its memory grows with T times ``D N``.
 
 The causal convolution reads the ``conv_width − 1`` inputs before each step, so the carried state is
 two things, flattened into one ``[B, D N + (conv_width − 1) D]`` tensor (the stack's state is one
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.models.cells import scan as scans
+from rnnlab.models.cells.selective_scan import gates, selective_scan
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
 
@@ -84,13 +86,16 @@ class Mamba(nn.Module):
             seen = torch.cat([history, u], dim=1)  # [B, conv_width − 1 + T, D]: what the convolution reads
             u = F.silu(F.conv1d(seen.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.inner))
             u = u.transpose(1, 2)
-            a, b, c = self._selection(u)
-            how = scans.resolve_scan(self.scan, x.device, log_form=False)
-            scan = scans.associative_scan if how == "associative" else scans.linear_scan
-            h = scan(a.flatten(2), b.flatten(2), ssm.flatten(1)).view(batch, steps, self.inner, self.state_n)
-            y = torch.einsum("btdn,btn->btd", h, c) + self.d * u
-            y = y * F.silu(z)
-            state = self._pack(h[:, -1], seen[:, seen.size(1) - (self.conv_width - 1) :])
+            dt, b_in, c = self._selection(u)
+            if scans.resolve_scan(self.scan, x.device, log_form=False) == "associative":
+                a, b = gates(dt, self.rate, dt * u, b_in)
+                h = scans.associative_scan(a.flatten(2), b.flatten(2), ssm.flatten(1))
+                h = h.view(batch, steps, self.inner, self.state_n)
+                y, last = torch.einsum("btdn,btn->btd", h, c), h[:, -1]
+            else:  # chunk by chunk, never the whole [B, T, D, N]
+                y, last = selective_scan(dt, self.rate, dt * u, b_in, c, ssm)
+            y = (y + self.d * u) * F.silu(z)
+            state = self._pack(last, seen[:, seen.size(1) - (self.conv_width - 1) :])
         return self.out_proj(y), state
 
     def step(self, x: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -101,21 +106,23 @@ class Mamba(nn.Module):
             ssm, history = self._unpack(h, x.size(0), x.device)
             seen = torch.cat([history, u.unsqueeze(1)], dim=1)  # [B, conv_width, D], oldest first
             u = F.silu(torch.einsum("bkd,dk->bd", seen, self.conv.weight[:, 0]) + self.conv.bias)
-            a, b, c = self._selection(u)
-            ssm = scans.step(a, b, ssm)
+            dt, b_in, c = self._selection(u)
+            ssm = scans.step(*gates(dt, self.rate, dt * u, b_in), ssm)
             y = torch.einsum("bdn,bn->bd", ssm, c) + self.d * u
             y = y * F.silu(z)
             state = self._pack(ssm, seen[:, 1:])
         return self.out_proj(y), state
 
     # ---- shared
+    @property
+    def rate(self) -> Tensor:
+        """``A`` ``[D, N]``, negative: the state decays at ``exp(Δ A)`` a step."""
+        return -self.a_log.exp()
+
     def _selection(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``a = exp(Δ A)``, ``b = (Δ u) ⊗ B`` ``[..., D, N]`` and ``C`` ``[..., N]``: the input-dependent gates."""
+        """The input-dependent parts: the step ``Δ`` ``[..., D]``, ``B`` and ``C`` ``[..., N]``."""
         low, b_in, c = self.x_proj(u).split([self.dt_rank, self.state_n, self.state_n], dim=-1)
-        dt = F.softplus(self.dt_proj(low))
-        a = torch.exp(dt.unsqueeze(-1) * -self.a_log.exp())
-        b = (dt * u).unsqueeze(-1) * b_in.unsqueeze(-2)
-        return a, b, c
+        return F.softplus(self.dt_proj(low)), b_in, c
 
     def _unpack(self, state: Tensor | None, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """The SSM state ``[B, D, N]`` and the convolution's last inputs ``[B, conv_width − 1, D]``."""

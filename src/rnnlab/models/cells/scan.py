@@ -38,6 +38,17 @@ def resolve_scan(scan: str, device: torch.device, log_form: bool) -> str:
     return "log" if log_form else "associative"
 
 
+def recurrence(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """``h`` ``[B, T, ...]`` of the recurrence from ``h0`` ``[B, ...]``, outside autograd: one fused
+    multiply-add a step, written in place into the ``[:, t]`` slices."""
+    h = torch.empty_like(b, memory_format=torch.contiguous_format)
+    previous = h0
+    for t in range(b.size(1)):
+        torch.addcmul(b[:, t], a[:, t], previous, out=h[:, t])
+        previous = h[:, t]
+    return h
+
+
 class _LinearRecurrence(torch.autograd.Function):
     """``h_t = a_t h_{t-1} + b_t`` on batch-major ``[B, T, H]`` tensors, ``h_{-1} = h0``.
 
@@ -48,11 +59,7 @@ class _LinearRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
-        h = torch.empty_like(b, memory_format=torch.contiguous_format)
-        previous = h0
-        for t in range(b.size(1)):
-            torch.addcmul(b[:, t], a[:, t], previous, out=h[:, t])
-            previous = h[:, t]
+        h = recurrence(a, b, h0)
         ctx.save_for_backward(a, h, h0)
         return h
 
