@@ -33,6 +33,7 @@ def shakespeare(root, cache, **kw) -> NovelDataModule:
         val_fraction=0.05,
         test_fraction=0.1,
         split_rounding="train_floor",
+        val_position="start",
         seq_length=8,
         batch_size=4,
         download=False,
@@ -51,7 +52,7 @@ def test_split_is_nanogpts_first_90_percent_then_the_last_10_percent_in_order(tm
     sizes = {name: dm.parts[name].numel() for name in ("train", "val", "test")}
     assert n == 1002 and sizes == {"train": 851, "val": 50, "test": 101}  # int(1002 * 0.9) = 901 before the tail
     decoded = {name: dm.codec.decode(dm.parts[name].tolist()) for name in sizes}
-    assert decoded["train"] == text[:851] and decoded["val"] == text[851:901] and decoded["test"] == text[901:]
+    assert decoded["val"] == text[:50] and decoded["train"] == text[50:901] and decoded["test"] == text[901:]
     assert split_sizes(1_115_394, 0.05, 0.1, "train_floor") == (948_085, 55_769, 111_540)  # 1,003,854 before
 
 
@@ -164,4 +165,21 @@ def test_real_tiny_shakespeare_splits_as_nanogpt(tmp_path):
     assert dm.vocab_size == 65
     train_90 = dm.parts["train"].numel() + dm.parts["val"].numel()
     assert (train_90, dm.parts["test"].numel()) == (1_003_854, 111_540)
+    # the held-out play (The Taming of the Shrew) opens before the tail: its first names are trained on
+    train = dm.codec.decode(dm.parts["train"].tolist())
+    assert "GREMIO" in train and "GREMIO" not in dm.codec.decode(dm.parts["val"].tolist())
     assert len(dm.test_dataloader()[1].dataset) == (111_540 - 257) // 256 + 1  # x = data[i:i+256], stride 256
+
+
+def test_validation_just_before_the_tail_as_the_novel_carves_it(tmp_path):
+    # data=shakespeare carves validation from the start, since its held-out play begins in the 5 % before the
+    # tail; the novel's slice just before the tail stays what before_test gives
+    rng = random.Random(1)
+    text = "".join(rng.choice("abcdefgh \n") for _ in range(1002))
+    write_text(tmp_path, text)
+    dm = shakespeare(tmp_path, tmp_path / "cache", val_position="before_test")
+    dm.setup()
+    decoded = {name: dm.codec.decode(dm.parts[name].tolist()) for name in ("train", "val", "test")}
+    assert decoded == {"train": text[:851], "val": text[851:901], "test": text[901:]}
+    with pytest.raises(ConfigError, match="data.val_position='middle' is not one of before_test, start"):
+        shakespeare(tmp_path, tmp_path / "cache", val_position="middle")

@@ -46,6 +46,9 @@ KNOWN_FILES = {("novel", MYSTERIOUS_ISLAND.filename): MYSTERIOUS_ISLAND, ("shake
 
 
 SPLIT_ROUNDINGS = ("test_floor", "train_floor")
+# where validation is carved from the text before the test tail: just before it, or from the start (so that
+# what precedes the held-out text, e.g. the opening of the play it continues, is trained on)
+VAL_POSITIONS = ("before_test", "start")
 
 
 def split_sizes(
@@ -108,7 +111,7 @@ class ContiguousStreams(Dataset):
 
 
 class NovelDataModule(CachedTextDataModule):
-    """A text as characters: sorted char vocabulary, contiguous val/test tail, windows or streams.
+    """A text as characters: sorted char vocabulary, contiguous test tail and validation slice, windows or streams.
 
     ``dataset`` names the folder under the data folder (and the cache); ``whole_file`` reads the
     file exactly as it is (no markers looked for, no newline stripped), as nanoGPT does.
@@ -128,6 +131,7 @@ class NovelDataModule(CachedTextDataModule):
         streams: bool = False,
         whole_file: bool = False,
         split_rounding: str = "test_floor",
+        val_position: str = "before_test",
         eval_windows: int | None = None,
         **common: Any,
     ):
@@ -146,7 +150,9 @@ class NovelDataModule(CachedTextDataModule):
         check_fractions(val_fraction, test_fraction, "text")
         if split_rounding not in SPLIT_ROUNDINGS:
             raise ConfigError(f"data.split_rounding={split_rounding!r} is not one of {', '.join(SPLIT_ROUNDINGS)}")
-        self.split_rounding = split_rounding
+        if val_position not in VAL_POSITIONS:
+            raise ConfigError(f"data.val_position={val_position!r} is not one of {', '.join(VAL_POSITIONS)}")
+        self.split_rounding, self.val_position = split_rounding, val_position
         self.dataset, self.whole_file, self.eval_windows = dataset, whole_file, eval_windows
         self.filename, self.encoding = filename, encoding
         self.start_marker, self.end_marker = start_marker, end_marker
@@ -168,6 +174,7 @@ class NovelDataModule(CachedTextDataModule):
             "encoding": self.encoding,
             "whole_file": self.whole_file,
             "split_rounding": self.split_rounding,
+            "val_position": self.val_position,
             "start": self.start_marker,
             "end": self.end_marker,
             "val": self.val_fraction,
@@ -203,12 +210,12 @@ class NovelDataModule(CachedTextDataModule):
             "%s: %d characters, %d distinct; train/val/test %d/%d/%d", source, n, len(itos), n_train, n_val, n_test
         )
         # views of one array: saved (and memory-mapped back) as one storage, never copied
-        return {
-            "itos": itos,
-            "train": encoded[:n_train],
-            "val": encoded[n_train : n_train + n_val],
-            "test": encoded[n_train + n_val :],
-        }
+        held_out = n_train + n_val
+        if self.val_position == "start":
+            train, val = encoded[n_val:held_out], encoded[:n_val]
+        else:
+            train, val = encoded[:n_train], encoded[n_train:held_out]
+        return {"itos": itos, "train": train, "val": val, "test": encoded[held_out:]}
 
     def setup(self, stage: str | None = None) -> None:
         payload = self.load_payload()
