@@ -49,6 +49,15 @@ def recurrence(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     return h
 
 
+def adjoint(a: Tensor, g: Tensor, out: Tensor) -> Tensor:
+    """The recurrence run backwards, ``out_t = g_t + a_{t+1} out_{t+1}`` (``out`` may be ``g`` itself): what
+    the loss's gradient with respect to each ``h_t`` is, given the gradient ``g_t`` reaching it directly."""
+    out[:, -1] = g[:, -1]
+    for t in range(g.size(1) - 2, -1, -1):
+        torch.addcmul(g[:, t], a[:, t + 1], out[:, t + 1], out=out[:, t])
+    return out
+
+
 class _LinearRecurrence(torch.autograd.Function):
     """``h_t = a_t h_{t-1} + b_t`` on batch-major ``[B, T, H]`` tensors, ``h_{-1} = h0``.
 
@@ -67,10 +76,7 @@ class _LinearRecurrence(torch.autograd.Function):
     def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         a, h, h0 = ctx.saved_tensors
         a_next = a.conj().resolve_conj() if a.is_complex() else a
-        grad_b = torch.empty_like(h)
-        grad_b[:, -1] = grad_h[:, -1]
-        for t in range(grad_h.size(1) - 2, -1, -1):  # dL/db_t = g_t + a_{t+1} dL/db_{t+1}
-            torch.addcmul(grad_h[:, t], a_next[:, t + 1], grad_b[:, t + 1], out=grad_b[:, t])
+        grad_b = adjoint(a_next, grad_h, torch.empty_like(h))  # dL/db_t = g_t + a_{t+1} dL/db_{t+1}
         states = h.conj().resolve_conj() if h.is_complex() else h
         grad_a = torch.empty_like(h)  # dL/da_t = dL/db_t * conj(h_{t-1})
         torch.mul(grad_b[:, 1:], states[:, :-1], out=grad_a[:, 1:])

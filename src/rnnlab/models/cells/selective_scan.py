@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnlab.models.cells.scan import recurrence
+from rnnlab.models.cells.scan import adjoint, recurrence
 
 CHUNK = 8  # steps a chunk: its [B, CHUNK, D, N] gates and states stay in cache at the sizes a CPU trains
 
@@ -65,16 +65,15 @@ class _SelectiveScan(torch.autograd.Function):
             states = recurrence(a, b, start)
             gy = grad_y[:, s:e]
             torch.sum(states * gy.unsqueeze(-1), dim=2, out=grad_c[:, s:e])
-            adjoint = gy.unsqueeze(-1) * c[:, s:e].unsqueeze(-2)  # G_t, filled back to front below
-            adjoint[:, -1] += carried
-            for k in range(e - s - 2, -1, -1):
-                torch.addcmul(adjoint[:, k], a[:, k + 1], adjoint[:, k + 1], out=adjoint[:, k])
-            carried = a[:, 0] * adjoint[:, 0]
-            grad_log_a = adjoint * (states - b)  # ∂L/∂(Δ A) = G_t ⊙ a_t ⊙ h_{t−1}, and a_t h_{t−1} = h_t − b_t
+            direct = gy.unsqueeze(-1) * c[:, s:e].unsqueeze(-2)  # what reaches h_t through y_t
+            direct[:, -1] += carried
+            grad_h = adjoint(a, direct, out=direct)  # G_t, back to front in place
+            carried = a[:, 0] * grad_h[:, 0]
+            grad_log_a = grad_h * (states - b)  # ∂L/∂(Δ A) = G_t ⊙ a_t ⊙ h_{t−1}, and a_t h_{t−1} = h_t − b_t
             torch.sum(grad_log_a * rate, dim=-1, out=grad_dt[:, s:e])
             grad_rate += (grad_log_a * dt[:, s:e].unsqueeze(-1)).sum((0, 1))
-            torch.sum(adjoint * b_in[:, s:e].unsqueeze(-2), dim=-1, out=grad_bu[:, s:e])
-            torch.sum(adjoint * bu[:, s:e].unsqueeze(-1), dim=2, out=grad_b_in[:, s:e])
+            torch.sum(grad_h * b_in[:, s:e].unsqueeze(-2), dim=-1, out=grad_bu[:, s:e])
+            torch.sum(grad_h * bu[:, s:e].unsqueeze(-1), dim=2, out=grad_b_in[:, s:e])
         return grad_dt, grad_rate, grad_bu, grad_b_in, grad_c, carried
 
 
