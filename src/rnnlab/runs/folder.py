@@ -98,6 +98,20 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
+def read_resolved_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The resolved config the run recorded (``config_resolved.yaml``), ``None`` when there is none."""
+    path = Path(run_dir) / RESOLVED_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as exc:
+        raise RnnlabError(f"{path}: not valid YAML ({exc}); delete the run folder to rerun the job") from exc
+    if not isinstance(data, dict):
+        raise RnnlabError(f"{path} holds a YAML {type(data).__name__}, not the mapping rnnlab writes")
+    return data
+
+
 def read_overrides(run_dir: str | Path) -> list[str] | None:
     """The command-line overrides the run was made with (Hydra's record), ``None`` when there is none."""
     path = Path(run_dir) / OVERRIDES

@@ -36,7 +36,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     output_dir = check_output_dir(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path")
     if cfg.get("resume") or requeued():
-        outcome, found = previous_outcome(output_dir, overrides)
+        outcome, found = previous_outcome(output_dir, overrides, resolved(cfg))
         if outcome == "completed":
             log.info("resume: %s already completed; skipped", output_dir)
             return found
