@@ -44,11 +44,13 @@ def previous_outcome(
     if recorded is not None and config is not None:
         changed = changed_settings(recorded, config)
         if changed:
-            commit = str(read_provenance(run_dir).get("commit") or "")[:7] or "the one it was made at"
+            code = read_provenance(run_dir).get("code")
+            commit = str(code.get("commit") or "")[:7] if isinstance(code, dict) else ""
             raise ConfigError(
                 f"{run_dir} was made with other settings than this command gives now "
                 f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}): the code or a preset changed "
-                f"since; resume it at commit {commit}, or start a new run with another hydra.run.dir"
+                f"since; resume it {f'at commit {commit}' if commit else 'with the code it was made with'}, "
+                f"or start a new run with another hydra.run.dir"
             )
     metrics = read_metrics(run_dir)
     if metrics is not None and metrics.get("status") in FINISHED:
