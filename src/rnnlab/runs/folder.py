@@ -98,15 +98,20 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
+def _read_yaml(path: Path) -> Any:
+    """A YAML file rnnlab or Hydra wrote, read safely (no tags build anything); an error names it."""
+    try:
+        return yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as exc:
+        raise RnnlabError(f"{path}: not valid YAML ({exc})") from exc
+
+
 def read_resolved_config(run_dir: str | Path) -> dict[str, Any] | None:
     """The resolved config the run recorded (``config_resolved.yaml``), ``None`` when there is none."""
     path = Path(run_dir) / RESOLVED_CONFIG
     if not path.is_file():
         return None
-    try:
-        data = yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as exc:
-        raise RnnlabError(f"{path}: not valid YAML ({exc}); delete the run folder to rerun the job") from exc
+    data = _read_yaml(path)
     if not isinstance(data, dict):
         raise RnnlabError(f"{path} holds a YAML {type(data).__name__}, not the mapping rnnlab writes")
     return data
@@ -117,10 +122,7 @@ def read_overrides(run_dir: str | Path) -> list[str] | None:
     path = Path(run_dir) / OVERRIDES
     if not path.is_file():
         return None
-    try:
-        data = yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as exc:
-        raise RnnlabError(f"{path}: not valid YAML ({exc})") from exc
+    data = _read_yaml(path)
     if data is None:
         return []
     if not isinstance(data, list) or not all(isinstance(o, str) for o in data):
