@@ -130,6 +130,18 @@ def read_overrides(run_dir: str | Path) -> list[str] | None:
     return data
 
 
+def flat_settings(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A resolved config as ``{"model.encoder.hidden_size": 512, ...}``: plain values, others as text,
+    ``None`` as ``"null"`` (what TensorBoard's hyper-parameters take, and what resume compares)."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flat_settings(value, f"{prefix}{key}."))
+        return out
+    value = tree if isinstance(tree, (int, float, str, bool)) or tree is None else str(tree)
+    return {prefix[:-1]: "null" if value is None else value}
+
+
 def job_number(job_dir: Path) -> int | None:
     """The job's number in its multirun (folders are ``<num>`` or ``<num>_<overrides>``)."""
     head = job_dir.name.partition("_")[0]

@@ -15,6 +15,7 @@ from rnnlab.runs.folder import (
     LAST_CHECKPOINT,
     NOT_DEFINING,
     defining_overrides,
+    flat_settings,
     read_metrics,
     read_overrides,
     read_provenance,
@@ -67,15 +68,9 @@ def _is_location(key: str) -> bool:
     return key.split(".")[0] == "paths" or leaf.endswith("_dir") or leaf == "dirpath"
 
 
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict) and tree:
-        return {k: v for key, value in tree.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: tree}
-
-
 def changed_settings(recorded: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """``key: recorded -> now`` for every setting that defines the run and differs (a missing one is ``absent``)."""
-    theirs, mine = _leaves(recorded), _leaves(config)
+    theirs, mine = flat_settings(recorded), flat_settings(config)
     keys = sorted(k for k in set(theirs) | set(mine) if k.split(".")[0] not in NOT_DEFINING and not _is_location(k))
     return [
         f"{k}: {theirs.get(k, 'absent')!r} -> {mine.get(k, 'absent')!r}"
