@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -32,6 +33,7 @@ SEARCH = [
     "hydra.sweeper.grace_period=6",
 ]
 WORKERS_TIMEOUT_S = 300
+VICTIM_EPOCHS = 1_000_000  # never reached: the job is killed first
 
 
 def test_four_sbatch_workers_finish_one_study_when_one_is_killed_mid_trial(
@@ -51,10 +53,13 @@ def test_four_sbatch_workers_finish_one_study_when_one_is_killed_mid_trial(
         f"paths.log_dir={tmp_path / 'outputs'}",  # each worker's sweep folder: slurm-<its job id>
     ]
     env = {**slurm, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    # the victim's trials train far longer, so that the kill lands mid-trial however fast the machine
-    # (at 4 epochs a quiet CPU ends a trial within a second or two of its first checkpoint)
+    # the victim's trial runs until it is killed (its job's time limit ends it otherwise), so that the
+    # kill lands mid-trial however fast the machine and however late this process looks (a trial of 400
+    # epochs once ran its 37 s to the end in a full test run without this test seeing it running). The
+    # retry runs in another worker, with that worker's 4 epochs.
     wraps = [
-        " ".join(f"'{a}'" for a in (*worker, *(["trainer.max_epochs=400"] if i == 0 else []))) for i in range(WORKERS)
+        " ".join(f"'{a}'" for a in (*worker, *([f"trainer.max_epochs={VICTIM_EPOCHS}"] if i == 0 else [])))
+        for i in range(WORKERS)
     ]
     jobs = []
     for i in range(WORKERS):
@@ -73,7 +78,12 @@ def test_four_sbatch_workers_finish_one_study_when_one_is_killed_mid_trial(
         study = wait_for(lambda: _loaded(study_name, storage), 120, "the study")
         # a trial running under worker 0: kill that job at once (SIGKILL, nothing saved, no last word)
         victim = jobs[0]
-        ran = wait_for(lambda: _running_in(study, tmp_path / "outputs", victim), 180, f"a trial of job {victim}")
+        seen: list[str] = []
+        try:
+            running = lambda: _running_in(study, tmp_path / "outputs", victim, seen)  # noqa: E731
+            ran = wait_for(running, 180, f"a trial of job {victim}")
+        except pytest.fail.Exception as failed:
+            pytest.fail(f"{failed.msg}; first seen {seen[:1]}, last seen {seen[-1:]}")
         subprocess.run(["scancel", "--signal=KILL", "--full", victim], check=True, env=env, timeout=30)
         wait_for(lambda: all(not squeue(env, "-j", j) for j in jobs), WORKERS_TIMEOUT_S, "the workers to end")
     finally:
@@ -97,9 +107,17 @@ def _loaded(name: str, storage):
         return None
 
 
-def _running_in(study, outputs, job: str) -> int | None:
-    """The number of a RUNNING trial whose folder is in job ``job``'s sweep folder and has trained a step."""
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if any(outputs.glob(f"*/slurm-{job}/{trial.number}_*/checkpoints/last.ckpt")):
+def _running_in(study, outputs, job: str, seen: list[str]) -> int | None:
+    """The number of a RUNNING trial whose folder is in job ``job``'s sweep folder and has trained a step.
+
+    What it looked at is appended to ``seen``, for the failure's message."""
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        if trial.state == optuna.trial.TrialState.RUNNING and any(
+            outputs.glob(f"*/slurm-{job}/{trial.number}_*/checkpoints/last.ckpt")
+        ):
             return trial.number
+    states = ", ".join(f"{t.number} {t.state.name}" for t in trials)
+    folders = sorted(str(p.relative_to(outputs)) for p in outputs.glob(f"*/slurm-{job}/*_*/checkpoints/*"))
+    seen.append(f"{time.strftime('%H:%M:%S')}: trials [{states}]; job {job}'s checkpoints {folders}")
     return None
