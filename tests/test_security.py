@@ -295,6 +295,17 @@ def test_overrides_that_are_not_a_list_of_strings_are_refused(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_recorded_config_that_is_not_a_mapping_is_refused_before_resume_compares_it(tmp_path):
+    from rnnlab.errors import RnnlabError
+    from rnnlab.runs.resume import previous_outcome
+
+    for text in ("!!python/object/apply:os.system ['touch pwned']", "- a list", "a: [unclosed"):
+        (tmp_path / "config_resolved.yaml").write_text(text)
+        with pytest.raises(RnnlabError, match="config_resolved.yaml.*(not valid YAML|not the mapping rnnlab writes)"):
+            previous_outcome(tmp_path, None, {"seed": 1})
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_every_target_of_the_packaged_configs_is_allowed_and_foreign_ones_are_not():
     from rnnlab.runs.targets import foreign_targets, is_allowed
 

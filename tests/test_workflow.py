@@ -11,6 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from rnnlab.errors import ConfigError
 from rnnlab.reporting.curves import job_label, line_styles
 from rnnlab.reporting.sweep import write_report
 from rnnlab.runs.folder import job_dirs
@@ -90,6 +91,8 @@ def test_kill_and_resume_equals_an_uninterrupted_run(compose_cfg, tmp_path):
     started = json.loads((cut / "provenance.json").read_text())
     unended = {k: v for k, v in started.items() if k not in ("ended", "status", "wall_time_s")}
     (cut / "provenance.json").write_text(json.dumps(unended))
+    recorded = cut / "config_resolved.yaml"  # the killed process had been launched for both epochs
+    recorded.write_text(recorded.read_text().replace("max_epochs: 1\n", "max_epochs: 2\n"))
     resumed = train(compose_cfg(*QUICK, "resume=true", output_dir=cut))  # continues from last.ckpt
     assert resumed["status"] == "completed"
     for key in ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss"):
@@ -97,6 +100,21 @@ def test_kill_and_resume_equals_an_uninterrupted_run(compose_cfg, tmp_path):
     # the record keeps the killed process (no metrics.json, so no wall time) beside the one that finished
     (killed,) = json.loads((cut / "provenance.json").read_text())["earlier_processes"]
     assert killed["started"] == started["started"] and killed["wall_time_s"] is None and resumed["processes"] == 2
+
+
+def test_resume_refuses_a_folder_made_with_settings_the_command_no_longer_gives(compose_cfg, tmp_path):
+    """The same command after a preset changed is another run: resume neither skips it as done nor continues it."""
+    done = tmp_path / "done"
+    train(compose_cfg(*QUICK, "trainer.max_epochs=1", output_dir=done))
+    before = (done / "metrics.json").read_text()
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs: 1 -> 2.*resume it at commit [0-9a-f]{7},"):
+        train(compose_cfg(*QUICK, "resume=true", output_dir=done))
+    assert (done / "metrics.json").read_text() == before
+    # where the files live is not what the run is: another cache folder resumes (here: skips) it
+    again = train(
+        compose_cfg(*QUICK, "trainer.max_epochs=1", "resume=true", f"paths.cache_dir={tmp_path / 'c'}", output_dir=done)
+    )
+    assert again["status"] == "completed"
 
 
 def test_a_run_continued_in_its_folder_keeps_every_process_and_their_wall_time(compose_cfg, tmp_path):

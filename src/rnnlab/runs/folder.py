@@ -98,20 +98,48 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
+def _read_yaml(path: Path) -> Any:
+    """A YAML file rnnlab or Hydra wrote, read safely (no tags build anything); an error names it."""
+    try:
+        return yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as exc:
+        raise RnnlabError(f"{path}: not valid YAML ({exc})") from exc
+
+
+def read_resolved_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The resolved config the run recorded (``config_resolved.yaml``), ``None`` when there is none."""
+    path = Path(run_dir) / RESOLVED_CONFIG
+    if not path.is_file():
+        return None
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise RnnlabError(f"{path} holds a YAML {type(data).__name__}, not the mapping rnnlab writes")
+    return data
+
+
 def read_overrides(run_dir: str | Path) -> list[str] | None:
     """The command-line overrides the run was made with (Hydra's record), ``None`` when there is none."""
     path = Path(run_dir) / OVERRIDES
     if not path.is_file():
         return None
-    try:
-        data = yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as exc:
-        raise RnnlabError(f"{path}: not valid YAML ({exc})") from exc
+    data = _read_yaml(path)
     if data is None:
         return []
     if not isinstance(data, list) or not all(isinstance(o, str) for o in data):
         raise RnnlabError(f"{path} is not a list of key=value strings, as Hydra writes it")
     return data
+
+
+def flat_settings(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A resolved config as ``{"model.encoder.hidden_size": 512, ...}``: plain values, others as text,
+    ``None`` as ``"null"`` (what TensorBoard's hyper-parameters take, and what resume compares)."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flat_settings(value, f"{prefix}{key}."))
+        return out
+    value = tree if isinstance(tree, (int, float, str, bool)) or tree is None else str(tree)
+    return {prefix[:-1]: "null" if value is None else value}
 
 
 def job_number(job_dir: Path) -> int | None:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.builders import build_callbacks, build_datamodule, build_logger, build_model, build_trainer, resolved
 from rnnlab.errors import ConfigError
 from rnnlab.runs.checkpoints import StoreRunRecord, check_resumable, refusal
-from rnnlab.runs.folder import check_output_dir
+from rnnlab.runs.folder import check_output_dir, flat_settings
 from rnnlab.runs.record import RunRecord, scalar_metrics
 from rnnlab.runs.resume import previous_outcome
 from rnnlab.training.requeue import requeued
@@ -36,7 +36,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     output_dir = check_output_dir(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path")
     if cfg.get("resume") or requeued():
-        outcome, found = previous_outcome(output_dir, overrides)
+        outcome, found = previous_outcome(output_dir, overrides, resolved(cfg))
         if outcome == "completed":
             log.info("resume: %s already completed; skipped", output_dir)
             return found
@@ -135,7 +135,7 @@ def best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
 def log_hparams(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str, Any]) -> None:
     """Hyper-parameters with the final metrics, so TensorBoard's HPARAMS tab compares runs side by side."""
     skipped = ("paths.", "hydra.", "callbacks.", "logger.")
-    params = {k: v for k, v in _flatten(config).items() if not k.startswith(skipped)}
+    params = {k: v for k, v in flat_settings(config).items() if not k.startswith(skipped)}
     # own tags: the logger writes these at step 0, which must not land on the learning curves
     finals = {f"hp/{k}": v for k, v in metrics.items() if isinstance(v, float)}
     for logger in trainer.loggers:
@@ -143,13 +143,3 @@ def log_hparams(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str, 
         # the trainer closed its writers after testing; this reopened one: close it, or the events
         # stay in a buffer until the process exits (a reader may find them missing)
         logger.finalize("success")
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    value = tree if isinstance(tree, (int, float, str, bool)) or tree is None else str(tree)
-    return {prefix[:-1]: "null" if value is None else value}
