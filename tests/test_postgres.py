@@ -54,9 +54,8 @@ def test_four_sbatch_workers_finish_one_study_when_one_is_killed_mid_trial(
     ]
     env = {**slurm, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     # the victim's trial runs until it is killed (its job's time limit ends it otherwise), so that the
-    # kill lands mid-trial however fast the machine and however late this process looks (a trial of 400
-    # epochs once ran its 37 s to the end in a full test run without this test seeing it running). The
-    # retry runs in another worker, with that worker's 4 epochs.
+    # kill lands mid-trial however fast the machine and however late this process looks; the retry
+    # runs in another worker, with that worker's 4 epochs
     wraps = [
         " ".join(f"'{a}'" for a in (*worker, *([f"trainer.max_epochs={VICTIM_EPOCHS}"] if i == 0 else [])))
         for i in range(WORKERS)
@@ -81,7 +80,7 @@ def test_four_sbatch_workers_finish_one_study_when_one_is_killed_mid_trial(
         seen: list[str] = []
         try:
             running = lambda: _running_in(study, tmp_path / "outputs", victim, seen)  # noqa: E731
-            ran = wait_for(running, 180, f"a trial of job {victim}")
+            ran = wait_for(running, 180, f"a trial of job {victim}").number
         except pytest.fail.Exception as failed:
             pytest.fail(f"{failed.msg}; first seen {seen[:1]}, last seen {seen[-1:]}")
         subprocess.run(["scancel", "--signal=KILL", "--full", victim], check=True, env=env, timeout=30)
@@ -107,16 +106,17 @@ def _loaded(name: str, storage):
         return None
 
 
-def _running_in(study, outputs, job: str, seen: list[str]) -> int | None:
-    """The number of a RUNNING trial whose folder is in job ``job``'s sweep folder and has trained a step.
+def _running_in(study, outputs, job: str, seen: list[str]):
+    """A RUNNING trial whose folder is in job ``job``'s sweep folder and has trained a step, or None.
 
-    What it looked at is appended to ``seen``, for the failure's message."""
+    The trial itself, not its number: ``wait_for`` waits for a truthy value, and trial 0 is often the
+    victim's. What it looked at is appended to ``seen``, for the failure's message."""
     trials = study.get_trials(deepcopy=False)
     for trial in trials:
         if trial.state == optuna.trial.TrialState.RUNNING and any(
             outputs.glob(f"*/slurm-{job}/{trial.number}_*/checkpoints/last.ckpt")
         ):
-            return trial.number
+            return trial
     states = ", ".join(f"{t.number} {t.state.name}" for t in trials)
     folders = sorted(str(p.relative_to(outputs)) for p in outputs.glob(f"*/slurm-{job}/*_*/checkpoints/*"))
     seen.append(f"{time.strftime('%H:%M:%S')}: trials [{states}]; job {job}'s checkpoints {folders}")
