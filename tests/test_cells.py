@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -16,9 +18,16 @@ from conftest import make_encoder
 NEW_CELLS = ["mingru", "minlstm", "lru", "mamba"]
 
 
+HAS_ACCELERATED_SCAN = importlib.util.find_spec("accelerated_scan") is not None
+needs_accelerated_scan = pytest.mark.skipif(
+    not HAS_ACCELERATED_SCAN, reason="the accelerated-scan extra is not installed (pip install 'rnnlab[scan]')"
+)
+
+
 def scans_of(cell: str) -> tuple[str, ...]:
     """The scans a cell runs: Mamba's ``b`` has either sign, so it has no log form (its settings refuse one)."""
-    return ("linear", "associative") if cell == "mamba" else ("linear", "log", "associative")
+    found = ("linear", "associative") if cell == "mamba" else ("linear", "log", "associative")
+    return found + ("accelerated",) if HAS_ACCELERATED_SCAN else found
 
 
 def gates(complex_valued: bool, steps: int = 300, seed: int = 0):
@@ -52,22 +61,58 @@ def grads(fn, a, b, h0):
 
 
 @pytest.mark.parametrize("complex_valued", [False, True])
-@pytest.mark.parametrize("name", ["linear", "associative", "log"])
+@pytest.mark.parametrize("name", ["linear", "associative", "log", "accelerated"])
 def test_every_scan_equals_the_loop_in_values_and_gradients(name, complex_valued):
     if name == "log" and complex_valued:
         pytest.skip("the log-space scan is for positive b (minGRU / minLSTM)")
+    if name == "accelerated" and not HAS_ACCELERATED_SCAN:
+        pytest.skip("the accelerated-scan extra is not installed (pip install 'rnnlab[scan]')")
     a, b, h0 = gates(complex_valued)
     if name == "log":
 
         def fn(a, b, h0):
             return scans.log_scan(a.log(), b.log(), h0.log())
     else:
-        fn = {"linear": scans.linear_scan, "associative": scans.associative_scan}[name]
+        fn = {"linear": scans.linear_scan, "associative": scans.associative_scan}.get(name, scans.accelerated_scan)
     expected, expected_grads = grads(reference, a, b, h0)
     found, found_grads = grads(fn, a, b, h0)
     torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-5)
     for got, want in zip(found_grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@needs_accelerated_scan
+@pytest.mark.parametrize("steps", [1, 2, 37])  # one step, the smallest tree, a length it pads to 64
+def test_the_accelerated_scan_takes_any_length_and_trailing_shape(steps):
+    torch.manual_seed(0)
+    a, b, h0 = torch.rand(2, steps, 3, 4), torch.randn(2, steps, 3, 4), torch.randn(2, 3, 4)
+    torch.testing.assert_close(scans.accelerated_scan(a, b, h0), reference(a, b, h0), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_takes_the_accelerated_kernel_on_cuda_only_where_it_is_installed(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(scans, "accelerated_available", lambda device: device.type == "cuda")
+    assert scans.resolve_scan("auto", cuda, log_form=True) == "accelerated"
+    assert scans.resolve_scan("auto", cpu, log_form=True) == "linear"
+    monkeypatch.setattr(scans, "accelerated_available", lambda device: False)
+    assert scans.resolve_scan("auto", cuda, log_form=True) == "log"
+    assert scans.resolve_scan("auto", cuda, log_form=False) == "associative"
+
+
+def test_the_accelerated_scan_without_its_package_says_how_to_install_it(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_package(name, *args, **kwargs):
+        if name.startswith("accelerated_scan"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_package)
+    a, b = torch.rand(1, 4, 2), torch.rand(1, 4, 2)
+    with pytest.raises(ConfigError, match=r"scan=accelerated needs the accelerated-scan package.*rnnlab\[scan\]"):
+        scans.accelerated_scan(a, b)
 
 
 def stack(cell: str, scan: str = "auto", layers: int = 2, block: str = "paper"):

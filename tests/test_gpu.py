@@ -5,6 +5,7 @@ CI has no GPU, so these skip there; they are run on a lent NVIDIA machine
 device or a cuDNN kernel that disagrees with the CPU one.
 """
 
+import importlib.util
 import math
 
 import pytest
@@ -42,6 +43,28 @@ def test_encoder_on_gpu_matches_cpu(cell, bidirectional, exact_float32):
         on_cpu, _ = encoder(tokens, lengths)
         on_gpu, _ = encoder.cuda()(tokens.cuda(), lengths.cuda())
     assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("accelerated_scan") is None or importlib.util.find_spec("triton") is None,
+    reason="the accelerated-scan extra (pip install 'rnnlab[scan]') or Triton is not installed",
+)
+@pytest.mark.parametrize("steps", [1, 37, 1024])
+def test_the_accelerated_scan_kernel_gives_the_per_step_scans_numbers(steps):
+    """accelerated-scan's Triton kernel against rnnlab's own scan, values and gradients, from a carried state."""
+    from rnnlab.models.cells import scan as scans
+
+    torch.manual_seed(0)
+    a = (torch.rand(4, steps, 64, device="cuda") * 0.5 + 0.49).requires_grad_()
+    b, h0 = torch.randn(4, steps, 64, device="cuda", requires_grad=True), torch.randn(4, 64, device="cuda")
+    weight = torch.randn(4, steps, 64, device="cuda")
+    found, want = [], []
+    for scan, out in ((scans.accelerated_scan, found), (scans.linear_scan, want)):
+        h = scan(a, b, h0)
+        grad_a, grad_b = torch.autograd.grad((h * weight).sum(), (a, b))
+        out.extend([h.detach(), grad_a, grad_b])
+    for got, expected in zip(found, want, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

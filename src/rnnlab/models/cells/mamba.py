@@ -87,9 +87,11 @@ class Mamba(nn.Module):
             u = F.silu(F.conv1d(seen.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.inner))
             u = u.transpose(1, 2)
             dt, b_in, c = self._selection(u)
-            if scans.resolve_scan(self.scan, x.device, log_form=False) == "associative":
+            how = scans.resolve_scan(self.scan, x.device, log_form=False)
+            if how in ("associative", "accelerated"):  # both write out [B, T, D, N]
                 a, b = gates(dt, self.rate, dt * u, b_in)
-                h = scans.associative_scan(a.flatten(2), b.flatten(2), ssm.flatten(1))
+                run = scans.associative_scan if how == "associative" else scans.accelerated_scan
+                h = run(a.flatten(2), b.flatten(2), ssm.flatten(1))
                 h = h.view(batch, steps, self.inner, self.state_n)
                 y, last = torch.einsum("btdn,btn->btd", h, c), h[:, -1]
             else:  # chunk by chunk, never the whole [B, T, D, N]

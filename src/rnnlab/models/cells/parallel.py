@@ -89,4 +89,6 @@ class ParallelCell(nn.Module):
         a, b = self.gates(projected)
         if how == "associative":
             return scans.associative_scan(a, b, h0)
+        if how == "accelerated":
+            return scans.accelerated_scan(a, b, h0)
         return scans.linear_scan(a, b, h0)

@@ -15,26 +15,45 @@ depend on the input only. Three ways to run it give the same numbers (float32, 1
   gradients, pytorch #31829): padding needs no mask because the recurrence is causal.
 - ``associative``: Hillis–Steele's scan, log2(T) vectorised steps of ``(a, b) ∘ (a', b') =
   (a a', a' b + b')``; O(T log T) work but few, large operations (GPUs), real or complex.
+- ``accelerated``: the optional ``accelerated-scan`` package (``pip install rnnlab[scan]``): its
+  Triton kernel (``accelerated_scan.scalar``, chunked ``tl.associative_scan`` with a fused backward) on
+  CUDA, its pure-PyTorch tree scan (``accelerated_scan.ref``, the one its kernels are checked against)
+  elsewhere. Real gates only: a complex recurrence (LRU) runs ``associative`` instead, since the
+  package's complex kernel cannot be checked against PyTorch's conjugate convention without a GPU.
 
 ``a`` and ``b`` may be complex (LRU); the gradients then follow PyTorch's conjugate convention.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 from torch import Tensor
 
-SCANS = ("auto", "linear", "log", "associative")
+from rnnlab.errors import ConfigError
+
+SCANS = ("auto", "linear", "log", "associative", "accelerated")
 LOG_CHUNK = 16  # steps per log-space chunk: |cumsum(log a)| stays small enough for 1e-5 in float32
 
 
+def accelerated_available(device: torch.device) -> bool:
+    """Whether ``accelerated-scan`` has a kernel for ``device``: its Triton one needs CUDA and Triton."""
+    if importlib.util.find_spec("accelerated_scan") is None:
+        return False
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
 def resolve_scan(scan: str, device: torch.device, log_form: bool) -> str:
-    """``auto``: the per-step scan on a CPU; on an accelerator the log-space one where the cell has a log
-    form (positive ``b``: minGRU, minLSTM), else the associative one (LRU, Mamba)."""
+    """``auto``: the per-step scan on a CPU; on CUDA ``accelerated-scan``'s kernel where it is installed;
+    otherwise the log-space scan where the cell has a log form (positive ``b``: minGRU, minLSTM), else the
+    associative one (LRU, Mamba)."""
     if scan != "auto":
         return scan
     if device.type == "cpu":
         return "linear"
+    if accelerated_available(device):
+        return "accelerated"
     return "log" if log_form else "associative"
 
 
@@ -118,6 +137,39 @@ def associative_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
         a = torch.cat([a[:, :offset], a[:, offset:] * a[:, :-offset]], dim=1)
         offset *= 2
     return b
+
+
+def _accelerated_kernel(device: torch.device):
+    """``scan(gates, tokens)`` on ``[B, C, T]`` from ``accelerated-scan``: its kernel on CUDA, else its reference."""
+    try:
+        if device.type == "cuda":
+            from accelerated_scan.scalar import scan
+        else:
+            from accelerated_scan.ref import scan
+    except ImportError as error:
+        raise ConfigError(
+            f"model.encoder.scan=accelerated needs the accelerated-scan package ({error}); "
+            "install it with `pip install 'rnnlab[scan]'` or choose another scan (auto, linear, associative)"
+        ) from None
+    return scan
+
+
+def accelerated_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
+    """``h`` ``[B, T, ...]`` by ``accelerated-scan``; every trailing position is one channel of its ``[B, C, T]``.
+
+    The package starts from a zero state, so a carried ``h0`` folds into the first step's ``b``
+    (``a_0 h0 + b_0``, as the associative scan does), its gradient flowing through that product.
+    """
+    if a.is_complex() or b.is_complex():
+        return associative_scan(a, b, h0)
+    if h0 is not None:
+        b = torch.cat([torch.addcmul(b[:, :1], a[:, :1], h0.unsqueeze(1)), b[:, 1:]], dim=1)
+    shape = b.shape
+    if shape[1] == 1:  # one step is its b (the reference tree scan needs two)
+        return b
+    gates, tokens = (x.reshape(shape[0], shape[1], -1).transpose(1, 2).contiguous() for x in (a, b))
+    h = _accelerated_kernel(b.device)(gates, tokens)
+    return h.transpose(1, 2).reshape(shape)
 
 
 def step(a: Tensor, b: Tensor, h: Tensor | None) -> Tensor:
