@@ -4,6 +4,9 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= imdb_lstm
 ARGS ?=
 PYTEST_ARGS ?=
+# test processes at once (pytest-xdist): two overlap one test's start-up and subprocesses with another's
+# compute on a 2-core machine; 0 runs them all in the one pytest process
+TEST_WORKERS ?= 2
 LOGDIR ?= outputs
 
 .PHONY: help setup train smoke test test-slow lint tensorboard clean-outputs
@@ -26,7 +29,7 @@ smoke: setup  ## a few batches of each task (IMDb, novel, news) end to end on th
 		'hydra.sweep.subdir=$${hydra.job.num}_$${hydra.runtime.choices.experiment}' $(ARGS)
 
 test: setup  ## the test suite (tiny data it makes itself; the real data when it is there)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-slow: setup  ## the long trainings marked slow
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

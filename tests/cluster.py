@@ -25,6 +25,17 @@ from conftest import REPO
 
 CLUSTER_SCRIPTS = REPO / "scripts" / "cluster"
 START_TIMEOUT_S = 120
+CLUSTER_FIXTURES = ("slurm", "postgres_url")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` every test of the one local Slurm and PostgreSQL runs on one
+    worker, one after the other: they share a cluster of two nodes and a database, and a test that counts
+    its jobs or kills one mid-trial must not meet another test's jobs."""
+    for item in items:
+        if any(name in CLUSTER_FIXTURES for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 def _script(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
