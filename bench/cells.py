@@ -30,7 +30,7 @@ from rnnlab.models.cells import CELLS
 from rnnlab.models.encoder import EncoderSettings
 from rnnlab.runs.provenance import cpu_description
 
-CELL_NAMES = ("rnn", "gru", "lstm", "elman", "mingru", "minlstm", "lru", "mamba")
+CELL_NAMES = ("rnn", "gru", "lstm", "elman", "mingru", "minlstm", "lru", "mamba", "mlstm")
 SIZINGS = ("equal hidden", "equal parameters")
 MAX_HIDDEN = 16384  # a one-layer minGRU reading E = 64 needs ~9,000 units for an LSTM-512 count
 

@@ -1,4 +1,4 @@
-"""The parallel-scan cells (minGRU, minLSTM, LRU, Mamba): scans agree, parallel = step by step, padding unread."""
+"""The parallel cells (minGRU, minLSTM, LRU, Mamba, mLSTM): scans agree, parallel = step by step, padding unread."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rnnlab.models.encoder import EncoderSettings
 
 from conftest import make_encoder
 
-NEW_CELLS = ["mingru", "minlstm", "lru", "mamba"]
+NEW_CELLS = ["mingru", "minlstm", "lru", "mamba", "mlstm"]
 
 
 HAS_ACCELERATED_SCAN = importlib.util.find_spec("accelerated_scan") is not None
@@ -25,7 +25,10 @@ needs_accelerated_scan = pytest.mark.skipif(
 
 
 def scans_of(cell: str) -> tuple[str, ...]:
-    """The scans a cell runs: Mamba's ``b`` has either sign, so it has no log form (its settings refuse one)."""
+    """The scans a cell runs: Mamba's ``b`` has either sign, so it has no log form (its settings refuse one);
+    the mLSTM runs its own chunkwise form."""
+    if cell == "mlstm":
+        return ("auto",)
     found = ("linear", "associative") if cell == "mamba" else ("linear", "log", "associative")
     return found + ("accelerated",) if HAS_ACCELERATED_SCAN else found
 
@@ -132,7 +135,7 @@ def run_step_by_step(module, x, state):
 @pytest.mark.parametrize("cell", NEW_CELLS)
 def test_parallel_equals_step_by_step_at_1024_steps_with_and_without_a_carried_state(cell):
     # one layer, the cell alone: the blocks around it act on each step alone (tested below)
-    module = stack(cell, "linear", layers=1, block="plain")
+    module = stack(cell, scans_of(cell)[0], layers=1, block="plain")
     x, more = torch.randn(2, 1024, 6), torch.randn(2, 1024, 6)
     with torch.no_grad():
         stepped, stepped_state = run_step_by_step(module, x, None)
@@ -270,6 +273,71 @@ def test_settings_that_cannot_apply_are_refused_in_one_line():
         EncoderSettings(cell="mamba", mamba_state_size=0)
     assert EncoderSettings(cell="lru").resolved_block() == "glu" and EncoderSettings().resolved_block() == "plain"
     assert EncoderSettings(cell="mamba").resolved_block() == "residual"
+    with pytest.raises(ConfigError, match="mlstm runs its own chunkwise form"):
+        EncoderSettings(cell="mlstm", scan="linear")
+    with pytest.raises(ConfigError, match="mlstm_heads=5.*inner width 16"):
+        EncoderSettings(cell="mlstm", hidden_size=8, mlstm_heads=5)
+    assert EncoderSettings(cell="mlstm").resolved_block() == "prenorm"
+
+
+def mlstm_by_its_formula(q, k, v, f_pre, i_pre):
+    """The mLSTM written as its paper's recurrence, unstabilised (float64 holds exp(ĩ) here): C, n, h̃."""
+    batch, heads, steps, d = q.shape
+    c, n, out = q.new_zeros(batch, heads, d, d), q.new_zeros(batch, heads, d), []
+    for t in range(steps):
+        f, i = torch.sigmoid(f_pre[..., t]), torch.exp(i_pre[..., t])
+        c = f[..., None, None] * c + i[..., None, None] * k[:, :, t, :, None] * v[:, :, t, None, :]
+        n = f[..., None] * n + i[..., None] * k[:, :, t]
+        numerator = (q[:, :, t, :, None] * c).sum(-2)  # C_tᵀ q_t
+        normaliser = (n * q[:, :, t]).sum(-1).abs().clamp(min=1.0)
+        out.append(numerator / normaliser[..., None])
+    return torch.stack(out, 2)
+
+
+def test_the_mlstms_chunkwise_form_is_its_recurrence_in_values_and_gradients(monkeypatch):
+    import torch.nn.functional as F
+
+    from rnnlab.models.cells import mlstm
+
+    monkeypatch.setattr(mlstm, "EPS", 0.0)  # the reference adds 1e-6 to the normaliser; the formula does not
+    torch.manual_seed(7)
+    shape = (2, 3, 37, 4)  # three chunks of 16 and a part
+    q, k, v = (torch.randn(shape, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    f_pre = (torch.randn(shape[:3], dtype=torch.float64) + 2).requires_grad_()
+    i_pre = (torch.randn(shape[:3], dtype=torch.float64) * 3).requires_grad_()  # exp(ĩ) from 0 to ~10⁴
+    weight = torch.randn(shape, dtype=torch.float64)
+
+    def chunkwise(q, k, v, f_pre, i_pre):
+        memory = (q.new_zeros(2, 3, 4, 4), q.new_zeros(2, 3, 4), q.new_full((2, 3), mlstm.NO_STATE))
+        pieces = []
+        for s in range(0, 37, 16):
+            e = s + 16
+            h, memory = mlstm.chunk_step(
+                q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], F.logsigmoid(f_pre[..., s:e]), i_pre[..., s:e], memory
+            )
+            pieces.append(h)
+        return torch.cat(pieces, 2)
+
+    inputs = (q, k, v, f_pre, i_pre)
+    found, want = chunkwise(*inputs), mlstm_by_its_formula(*inputs)
+    torch.testing.assert_close(found, want, rtol=1e-9, atol=1e-9)
+    found_grads = torch.autograd.grad((found * weight).sum(), inputs)
+    want_grads = torch.autograd.grad((want * weight).sum(), inputs)
+    for got, expected in zip(found_grads, want_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-8)
+
+
+def test_the_mlstms_exponential_gate_stays_finite_where_exp_overflows_float32():
+    from rnnlab.models.cells.mlstm import MLSTM
+
+    torch.manual_seed(8)
+    cell = MLSTM(8, 8, heads=2)
+    with torch.no_grad():
+        cell.igate.bias.copy_(torch.tensor([150.0, -150.0]))  # exp(150) overflows float32; exp(-150) is 0
+    y, state = cell(torch.randn(2, 70, 8))
+    y.square().sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(state).all()
+    assert all(torch.isfinite(p.grad).all() for p in cell.parameters())
 
 
 def test_an_old_checkpoints_encoder_settings_still_load():

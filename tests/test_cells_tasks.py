@@ -11,7 +11,7 @@ from rnnlab.tasks.generate import generate
 from rnnlab.tasks.predict import predict
 from rnnlab.tasks.train import train
 
-NEW_CELLS = ["mingru", "minlstm", "lru", "mamba"]
+NEW_CELLS = ["mingru", "minlstm", "lru", "mamba", "mlstm"]
 SMALL = ("model.encoder.embed_dim=8", "model.encoder.hidden_size=8")
 TASKS = {
     "imdb_bilstm": ("data.val_size=8", "model.pooling=meanmax"),  # bidirectional classifier

@@ -1,5 +1,5 @@
 """Embedding + recurrent stack: the one encoder every task shares (rnn | gru | lstm | elman, and the
-parallel-scan cells mingru | minlstm | lru | mamba; ``models/cells`` holds them all behind one registry).
+parallel-scan cells mingru | minlstm | lru | mamba | mlstm; ``models/cells`` holds them all behind one registry).
 
 Variable lengths are handled on padded tensors, not packed sequences: on CPU a packed
 ``nn.LSTM`` falls off the fused kernel and its backward pass is an order of magnitude slower.
@@ -32,6 +32,7 @@ from torch.func import functional_call
 
 from rnnlab.errors import ConfigError
 from rnnlab.models.cells import CELLS, ScanOptions, input_projection
+from rnnlab.models.cells.mlstm import QKV_BLOCK
 from rnnlab.models.cells.precision import needs_float32, to_float32
 from rnnlab.models.cells.scan import SCANS
 from rnnlab.models.padding import reverse_padded, step_mask
@@ -58,21 +59,24 @@ class EncoderSettings:
     dropout: float = 0.0  # between recurrent layers
     embed_dropout: float = 0.0
     weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
-    # the parallel-scan cells (mingru | minlstm | lru | mamba); the defaults keep older checkpoints loading
-    block: str = "paper"  # paper (the cell's own) | plain | mlp | glu | residual: models/cells/stack.py
+    # the parallel-scan cells (mingru | minlstm | lru | mamba | mlstm); the defaults keep older checkpoints loading
+    block: str = "paper"  # paper (the cell's own) | plain | mlp | glu | residual | prenorm: models/cells/stack.py
     mlp_expansion: int = 4  # the mlp block's width, in hidden sizes
-    scan: str = "auto"  # auto | linear | log | associative: models/cells/scan.py
+    scan: str = "auto"  # auto | linear | log | associative | accelerated: models/cells/scan.py
     lru_r_min: float = 0.0  # the LRU's ring initialisation: |λ| in [r_min, r_max], phase in [0, max_phase]
     lru_r_max: float = 0.99
     lru_max_phase: float = 2 * math.pi
     mamba_state_size: int = 16  # N, the states per channel
     mamba_expansion: int = 2  # the mixer's inner width, in hidden sizes
     mamba_conv_width: int = 4  # the causal depthwise convolution's kernel
+    mlstm_heads: int = 4  # xLSTM's mLSTM: heads of the matrix memory
+    mlstm_expansion: int = 2  # its up-projection, in hidden sizes
+    mlstm_conv_width: int = 4  # its causal depthwise convolution's kernel
 
     # what the weights' shapes follow
     SHAPE = (
         "cell", "embed_dim", "hidden_size", "num_layers", "bidirectional", "block", "mlp_expansion",
-        "mamba_state_size", "mamba_expansion", "mamba_conv_width",
+        "mamba_state_size", "mamba_expansion", "mamba_conv_width", "mlstm_heads", "mlstm_expansion", "mlstm_conv_width",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -101,8 +105,19 @@ class EncoderSettings:
             raise ConfigError(f"model.encoder.scan={self.scan!r} is not a scan; allowed: {', '.join(SCANS)}")
         if self.cell == "mamba" and self.scan == "log":
             raise ConfigError("model.encoder.scan=log: mamba has no log form (its b has either sign); use auto")
+        if self.cell == "mlstm" and self.scan != "auto":
+            raise ConfigError(
+                f"model.encoder.scan={self.scan}: mlstm runs its own chunkwise form (models/cells/mlstm.py); use auto"
+            )
         sizes = ("mlp_expansion", "mamba_state_size", "mamba_expansion", "mamba_conv_width")
+        sizes += ("mlstm_heads", "mlstm_expansion", "mlstm_conv_width")
         check_positive(**{f"encoder.{k}": getattr(self, k) for k in sizes})
+        inner = self.mlstm_expansion * self.hidden_size
+        if self.cell == "mlstm" and (inner % self.mlstm_heads or inner % QKV_BLOCK):
+            raise ConfigError(
+                f"model.encoder.mlstm_heads={self.mlstm_heads}: mlstm's inner width {inner} (mlstm_expansion × "
+                f"hidden_size) must divide by the heads and by {QKV_BLOCK}; change hidden_size or mlstm_heads"
+            )
         if not (0.0 <= self.lru_r_min < self.lru_r_max < 1.0 and 0.0 < self.lru_max_phase <= 2 * math.pi):
             raise ConfigError(
                 f"model.encoder.lru_r_min={self.lru_r_min}, lru_r_max={self.lru_r_max}, "
@@ -124,6 +139,9 @@ class EncoderSettings:
             self.mamba_state_size,
             self.mamba_expansion,
             self.mamba_conv_width,
+            self.mlstm_heads,
+            self.mlstm_expansion,
+            self.mlstm_conv_width,
         )
 
     @classmethod

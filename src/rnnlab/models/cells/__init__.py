@@ -3,7 +3,7 @@
 A family says how to build a stack of its cells with ``nn.RNN``'s call (``(x [B, T, E], state) →
 (outputs, state)``), whether it runs as a parallel scan, which blocks it stacks in (its paper's
 first), and which linear map reads the embeddings. Classic families (rnn, gru, lstm, elman) are
-``torch.nn`` modules or drop-ins for them; the parallel ones (mingru, minlstm, lru, mamba) are
+``torch.nn`` modules or drop-ins for them; the parallel ones (mingru, minlstm, lru, mamba, mlstm) are
 ``ScanStack``s of one cell (``stack.py`` says how padding and reversal are handled).
 """
 
@@ -19,6 +19,7 @@ from rnnlab.models.cells.elman import ElmanRNN
 from rnnlab.models.cells.lru import LRU
 from rnnlab.models.cells.mamba import Mamba
 from rnnlab.models.cells.mingru import MinGRU, MinLSTM
+from rnnlab.models.cells.mlstm import MLSTM
 from rnnlab.models.cells.parallel import ParallelCell
 from rnnlab.models.cells.stack import BLOCKS, ScanStack
 
@@ -36,6 +37,9 @@ class ScanOptions:
     mamba_state_size: int = 16
     mamba_expansion: int = 2
     mamba_conv_width: int = 4
+    mlstm_heads: int = 4
+    mlstm_expansion: int = 2
+    mlstm_conv_width: int = 4
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,9 @@ def _classic(cls: type[nn.Module]) -> CellFamily:
 
 
 def _parallel(
-    make: Callable[[int, int, ScanOptions], ParallelCell | Mamba], paper_block: str, reads_any_width: bool = True
+    make: Callable[[int, int, ScanOptions], ParallelCell | Mamba | MLSTM],
+    paper_block: str,
+    reads_any_width: bool = True,
 ) -> CellFamily:
     def build(input_size: int, hidden_size: int, num_layers: int, dropout: float, options: ScanOptions) -> nn.Module:
         return ScanStack(
@@ -92,6 +98,11 @@ CELLS: dict[str, CellFamily] = {
         lambda width, size, o: Mamba(width, size, o.scan, o.mamba_state_size, o.mamba_expansion, o.mamba_conv_width),
         "residual",
         reads_any_width=False,  # its input map has no bias: the stack's projection is what embeddings meet
+    ),
+    "mlstm": _parallel(
+        lambda width, size, o: MLSTM(width, size, o.mlstm_heads, o.mlstm_expansion, o.mlstm_conv_width),
+        "prenorm",
+        reads_any_width=False,  # as Mamba's: no bias in its up-projection
     ),
 }
 

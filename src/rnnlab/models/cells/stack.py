@@ -13,7 +13,8 @@ layer (``block``):
   ``mlp_expansion × hidden_size`` units;
 - ``glu`` (LRU, Orvieto et al. 2023): ``x + GLU(GELU(cell(LN(x))))``;
 - ``residual`` (Mamba, Gu & Dao 2023): ``x + cell(RMSNorm(x))``, no channel mixer: Mamba's mixer
-  expands, gates and projects back itself.
+  expands, gates and projects back itself;
+- ``prenorm`` (xLSTM's mLSTM block, Beck et al. 2024): ``x + cell(LN(x))``, the same with a LayerNorm.
 
 The residual blocks end with a norm over the top layer's output (pre-norm stacks need one before a
 head): a LayerNorm, or an RMSNorm after Mamba's blocks. Everything but the cell works on each step
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-BLOCKS = ("plain", "mlp", "glu", "residual")
+BLOCKS = ("plain", "mlp", "glu", "residual", "prenorm")
 
 
 def norm_of(kind: str, size: int) -> nn.Module:
@@ -76,7 +77,7 @@ class Block(nn.Module):
         y, h = cell_out
         if self.kind == "plain":
             return y, h
-        if self.kind == "residual":
+        if self.kind in ("residual", "prenorm"):
             return x + y, h
         if self.kind == "glu":
             return x + self.mixer(y), h
@@ -89,7 +90,7 @@ class ScanStack(nn.Module):
 
     def __init__(
         self,
-        make_cell: Callable[[int, int], nn.Module],  # a ParallelCell, or Mamba (its own two paths)
+        make_cell: Callable[[int, int], nn.Module],  # a ParallelCell, or Mamba / MLSTM (their own two paths)
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
