@@ -308,8 +308,7 @@ def test_the_mlstms_chunkwise_form_is_its_recurrence_in_values_and_gradients(mon
     weight = torch.randn(shape, dtype=torch.float64)
 
     def chunkwise(q, k, v, f_pre, i_pre):
-        memory = (q.new_zeros(2, 3, 4, 4), q.new_zeros(2, 3, 4), q.new_full((2, 3), mlstm.NO_STATE))
-        pieces = []
+        memory, pieces = None, []
         for s in range(0, 37, 16):
             e = s + 16
             h, memory = mlstm.chunk_step(

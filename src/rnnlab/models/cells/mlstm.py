@@ -21,7 +21,8 @@ chunk of one.
 The carried state is one tensor ``[B, heads (d² + d + 1) + (conv_width − 1) D]``: the memory, the
 normaliser and the stabiliser of every head, then the convolution's last inputs. Padding at the end of a
 row is never read by a real step (the convolution looks back only, the chunks are causal). An empty state
-has ``m = NO_STATE``: every weight on it is ``exp(−10³⁰) = 0``, never ``∞ − ∞``.
+is ``None``, its terms left out (its stabiliser is ``NO_STATE``: every weight on it is ``exp(−10³⁰) = 0``,
+never ``∞ − ∞``).
 
 Initialisation as the reference ``xlstm`` package: the forget gate's bias spread over [3, 6] across
 heads, the input gate's ~ N(0, 0.1²), both gates' weights 0; the up and q, k, v maps N(0, 2 / 5H), the
@@ -65,9 +66,14 @@ class HeadwiseLinear(nn.Module):
 Memory = tuple[Tensor, Tensor, Tensor]  # C [B, heads, d, d], n [B, heads, d], m [B, heads]
 
 
-def chunk_step(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, i_pre: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
+def chunk_step(
+    q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, i_pre: Tensor, memory: Memory | None
+) -> tuple[Tensor, Memory]:
     """``h̃`` ``[B, heads, L, d]`` of one chunk (``q, k, v`` ``[B, heads, L, d]``, gates ``[B, heads, L]``) and the
-    memory at its end, from the memory before it."""
+    memory at its end, from the memory before it (``None``: empty, whose every weight is 0 — the terms that
+    read it are left out rather than computed on zeros)."""
+    if memory is None:
+        memory = (None, None, torch.full(q.shape[:2], NO_STATE, device=q.device, dtype=q.dtype))
     c_prev, n_prev, m_prev = memory
     steps = q.size(-2)
     f_sum = log_f.cumsum(-1)  # F_t: the log of the decay from the chunk's start to t
@@ -79,13 +85,16 @@ def chunk_step(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, i_pre: Tensor, me
     decay = torch.exp(log_decay - m.unsqueeze(-1))  # 0 above the diagonal
     prev = torch.exp(log_prev - m)
     scores = (q @ k.transpose(-1, -2)) * decay
-    numerator = scores @ v + prev.unsqueeze(-1) * (q @ c_prev)
-    normaliser = scores.sum(-1) + prev * (q @ n_prev.unsqueeze(-1)).squeeze(-1)
+    numerator, normaliser = scores @ v, scores.sum(-1)
+    if c_prev is not None:
+        numerator = numerator + prev.unsqueeze(-1) * (q @ c_prev)
+        normaliser = normaliser + prev * (q @ n_prev.unsqueeze(-1)).squeeze(-1)
     floor = torch.exp(-m.clamp(min=MIN_STABILISER))
     h = numerator / (torch.maximum(normaliser.abs(), floor) + EPS).unsqueeze(-1)
     last = decay[..., -1, :].unsqueeze(-1)  # every step's weight on the chunk's last state
-    c = prev[..., -1, None, None] * c_prev + k.transpose(-1, -2) @ (last * v)
-    n = prev[..., -1, None] * n_prev + (last * k).sum(-2)
+    c, n = k.transpose(-1, -2) @ (last * v), (last * k).sum(-2)
+    if c_prev is not None:
+        c, n = c + prev[..., -1, None, None] * c_prev, n + prev[..., -1, None] * n_prev
     return h, (c, n, m[..., -1])
 
 
@@ -154,16 +163,12 @@ class MLSTM(nn.Module):
         y, state = self(x.unsqueeze(1), h)
         return y[:, 0], state
 
-    def _unpack(self, state: Tensor | None, batch: int, device: torch.device) -> tuple[Memory, Tensor]:
-        """The memory ``(C, n, m)`` and the convolution's last inputs ``[B, conv_width − 1, D]``."""
+    def _unpack(self, state: Tensor | None, batch: int, device: torch.device) -> tuple[Memory | None, Tensor]:
+        """The memory ``(C, n, m)`` (``None`` for an empty one) and the convolution's last inputs
+        ``[B, conv_width − 1, D]``."""
         heads, d = self.heads, self.head_size
         if state is None:
-            memory = (
-                torch.zeros(batch, heads, d, d, device=device),
-                torch.zeros(batch, heads, d, device=device),
-                torch.full((batch, heads), NO_STATE, device=device),
-            )
-            return memory, torch.zeros(batch, self.conv_width - 1, self.inner, device=device)
+            return None, torch.zeros(batch, self.conv_width - 1, self.inner, device=device)
         c, n, m, history = state.float().split(
             [heads * d * d, heads * d, heads, (self.conv_width - 1) * self.inner], -1
         )
