@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.models.cells import scan as scans
+from rnnlab.models.cells.causal_conv import causal_conv_silu
 from rnnlab.models.cells.selective_scan import gates, selective_scan
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
@@ -83,9 +84,7 @@ class Mamba(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             u, z = projected.float().chunk(2, dim=-1)
             ssm, history = self._unpack(h0, batch, x.device)
-            seen = torch.cat([history, u], dim=1)  # [B, conv_width − 1 + T, D]: what the convolution reads
-            u = F.silu(F.conv1d(seen.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.inner))
-            u = u.transpose(1, 2)
+            u, history = causal_conv_silu(self.conv, history, u)
             dt, b_in, c = self._selection(u)
             how = scans.resolve_scan(self.scan, x.device, log_form=False)
             if how in ("associative", "accelerated"):  # both write out [B, T, D, N]
@@ -97,7 +96,7 @@ class Mamba(nn.Module):
             else:  # chunk by chunk, never the whole [B, T, D, N]
                 y, last = selective_scan(dt, self.rate, dt * u, b_in, c, ssm)
             y = (y + self.d * u) * F.silu(z)
-            state = self._pack(last, seen[:, seen.size(1) - (self.conv_width - 1) :])
+            state = self._pack(last, history)
         return self.out_proj(y), state
 
     def step(self, x: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:

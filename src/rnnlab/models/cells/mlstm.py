@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.models.cells.causal_conv import causal_conv_silu
+
 CHUNK = 64  # steps a chunk: the L × L decays and the d × d memory updates are GEMMs of that size
 QKV_BLOCK = 4  # the q, k, v projections are block-diagonal in blocks of this width (the reference's default)
 EPS = 1e-6  # added to the normaliser, as the reference
@@ -137,9 +139,7 @@ class MLSTM(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             u, z = projected.float().chunk(2, dim=-1)
             memory, history = self._unpack(h0, batch, x.device)
-            seen = torch.cat([history, u], dim=1)  # [B, conv_width − 1 + T, D]: what the convolution reads
-            c = F.silu(F.conv1d(seen.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.inner))
-            c = c.transpose(1, 2)
+            c, history = causal_conv_silu(self.conv, history, u)
             q, k, v = self.q(c), self.k(c), self.v(u)
             qkv = torch.cat([q, k, v], dim=-1)
             i_pre, log_f = self.igate(qkv).transpose(1, 2), F.logsigmoid(self.fgate(qkv)).transpose(1, 2)
@@ -155,7 +155,7 @@ class MLSTM(nn.Module):
             h = torch.cat(pieces, dim=2).transpose(1, 2)  # [B, T, heads, d]
             h = F.layer_norm(h, (self.head_size,)).flatten(2) * self.norm_weight  # a LayerNorm a head
             y = (h + self.skip * c) * F.silu(z)
-            state = self._pack(memory, seen[:, seen.size(1) - (self.conv_width - 1) :])
+            state = self._pack(memory, history)
         return self.out_proj(y), state
 
     def step(self, x: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
