@@ -21,8 +21,8 @@ chunk of one.
 The carried state is one tensor ``[B, heads (d² + d + 1) + (conv_width − 1) D]``: the memory, the
 normaliser and the stabiliser of every head, then the convolution's last inputs. Padding at the end of a
 row is never read by a real step (the convolution looks back only, the chunks are causal). An empty state
-is ``None``, its terms left out (its stabiliser is ``NO_STATE``: every weight on it is ``exp(−10³⁰) = 0``,
-never ``∞ − ∞``).
+is ``None`` and its terms are left out, rather than a stabiliser of −∞ whose weights ``exp(−∞ − m)`` a
+gradient would have to pass through.
 
 Initialisation as the reference ``xlstm`` package: the forget gate's bias spread over [3, 6] across
 heads, the input gate's ~ N(0, 0.1²), both gates' weights 0; the up and q, k, v maps N(0, 2 / 5H), the
@@ -43,7 +43,6 @@ from rnnlab.models.cells.causal_conv import causal_conv_silu
 CHUNK = 64  # steps a chunk: the L × L decays and the d × d memory updates are GEMMs of that size
 QKV_BLOCK = 4  # the q, k, v projections are block-diagonal in blocks of this width (the reference's default)
 EPS = 1e-6  # added to the normaliser, as the reference
-NO_STATE = -1e30  # the stabiliser of an empty memory
 MIN_STABILISER = -80.0  # exp(−m) is floored at exp(80), which float32 holds (exp(89) it does not)
 
 
@@ -72,31 +71,30 @@ def chunk_step(
     q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, i_pre: Tensor, memory: Memory | None
 ) -> tuple[Tensor, Memory]:
     """``h̃`` ``[B, heads, L, d]`` of one chunk (``q, k, v`` ``[B, heads, L, d]``, gates ``[B, heads, L]``) and the
-    memory at its end, from the memory before it (``None``: empty, whose every weight is 0 — the terms that
-    read it are left out rather than computed on zeros)."""
-    if memory is None:
-        memory = (None, None, torch.full(q.shape[:2], NO_STATE, device=q.device, dtype=q.dtype))
-    c_prev, n_prev, m_prev = memory
+    memory at its end, from the memory before it (``None``: empty — every weight on it would be 0, so the
+    terms that read it are left out)."""
     steps = q.size(-2)
     f_sum = log_f.cumsum(-1)  # F_t: the log of the decay from the chunk's start to t
     log_decay = f_sum.unsqueeze(-1) - f_sum.unsqueeze(-2) + i_pre.unsqueeze(-2)  # [t, s]: F_t − F_s + ĩ_s
     causal = torch.ones(steps, steps, dtype=torch.bool, device=q.device).tril()
     log_decay = log_decay.masked_fill(~causal, float("-inf"))
-    log_prev = f_sum + m_prev.unsqueeze(-1)  # the weight's log of the memory before the chunk
-    m = torch.maximum(log_prev, log_decay.amax(-1))  # the stabiliser m_t: the largest weight's log
+    m = log_decay.amax(-1)  # the stabiliser m_t: the largest weight's log
+    if memory is not None:
+        c_prev, n_prev, m_prev = memory
+        log_prev = f_sum + m_prev.unsqueeze(-1)  # the weight's log of the memory before the chunk
+        m = torch.maximum(log_prev, m)
     decay = torch.exp(log_decay - m.unsqueeze(-1))  # 0 above the diagonal
-    prev = torch.exp(log_prev - m)
     scores = (q @ k.transpose(-1, -2)) * decay
     numerator, normaliser = scores @ v, scores.sum(-1)
-    if c_prev is not None:
-        numerator = numerator + prev.unsqueeze(-1) * (q @ c_prev)
-        normaliser = normaliser + prev * (q @ n_prev.unsqueeze(-1)).squeeze(-1)
-    floor = torch.exp(-m.clamp(min=MIN_STABILISER))
-    h = numerator / (torch.maximum(normaliser.abs(), floor) + EPS).unsqueeze(-1)
     last = decay[..., -1, :].unsqueeze(-1)  # every step's weight on the chunk's last state
     c, n = k.transpose(-1, -2) @ (last * v), (last * k).sum(-2)
-    if c_prev is not None:
+    if memory is not None:
+        prev = torch.exp(log_prev - m)
+        numerator = numerator + prev.unsqueeze(-1) * (q @ c_prev)
+        normaliser = normaliser + prev * (q @ n_prev.unsqueeze(-1)).squeeze(-1)
         c, n = c + prev[..., -1, None, None] * c_prev, n + prev[..., -1, None] * n_prev
+    floor = torch.exp(-m.clamp(min=MIN_STABILISER))
+    h = numerator / (torch.maximum(normaliser.abs(), floor) + EPS).unsqueeze(-1)
     return h, (c, n, m[..., -1])
 
 
