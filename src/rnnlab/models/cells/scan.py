@@ -26,6 +26,7 @@ depend on the input only. Three ways to run it give the same numbers (float32, 1
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -37,11 +38,15 @@ SCANS = ("auto", "linear", "log", "associative", "accelerated")
 LOG_CHUNK = 16  # steps per log-space chunk: |cumsum(log a)| stays small enough for 1e-5 in float32
 
 
+@functools.cache
+def _installed(package: str) -> bool:
+    """Whether ``package`` can be imported; asked once a process, since ``auto`` resolves every forward."""
+    return importlib.util.find_spec(package) is not None
+
+
 def accelerated_available(device: torch.device) -> bool:
     """Whether ``accelerated-scan`` has a kernel for ``device``: its Triton one needs CUDA and Triton."""
-    if importlib.util.find_spec("accelerated_scan") is None:
-        return False
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    return device.type == "cuda" and _installed("accelerated_scan") and _installed("triton")
 
 
 def resolve_scan(scan: str, device: torch.device, log_form: bool) -> str:
