@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.models.cells import scan as scans
-from rnnlab.models.cells.causal_conv import causal_conv_silu
+from rnnlab.models.cells.causal_conv import project_and_convolve
 from rnnlab.models.cells.selective_scan import gates, selective_scan
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
@@ -80,11 +80,9 @@ class Mamba(nn.Module):
     def forward(self, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Outputs ``[B, T, H]`` and the state after the last step."""
         batch, steps = x.shape[:2]
-        projected = self.linear(x)
+        ssm, history = self._unpack(h0, batch, x.device)
+        _, z, u, history = project_and_convolve(self.linear, self.conv, x, history)
         with torch.autocast(x.device.type, enabled=False):
-            u, z = projected.float().chunk(2, dim=-1)
-            ssm, history = self._unpack(h0, batch, x.device)
-            u, history = causal_conv_silu(self.conv, history, u)
             dt, b_in, c = self._selection(u)
             how = scans.resolve_scan(self.scan, x.device, log_form=False)
             if how in ("associative", "accelerated"):  # both write out [B, T, D, N]

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.models.cells.causal_conv import causal_conv_silu
+from rnnlab.models.cells.causal_conv import project_and_convolve
 
 CHUNK = 64  # steps a chunk: the L × L decays and the d × d memory updates are GEMMs of that size
 QKV_BLOCK = 4  # the q, k, v projections are block-diagonal in blocks of this width (the reference's default)
@@ -133,11 +133,9 @@ class MLSTM(nn.Module):
     def forward(self, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Outputs ``[B, T, H]`` and the state after the last step."""
         batch, steps = x.shape[:2]
-        projected = self.linear(x)
+        memory, history = self._unpack(h0, batch, x.device)
+        u, z, c, history = project_and_convolve(self.linear, self.conv, x, history)
         with torch.autocast(x.device.type, enabled=False):
-            u, z = projected.float().chunk(2, dim=-1)
-            memory, history = self._unpack(h0, batch, x.device)
-            c, history = causal_conv_silu(self.conv, history, u)
             q, k, v = self.q(c), self.k(c), self.v(u)
             qkv = torch.cat([q, k, v], dim=-1)
             i_pre, log_f = self.igate(qkv).transpose(1, 2), F.logsigmoid(self.fgate(qkv)).transpose(1, 2)
