@@ -65,6 +65,11 @@ def test_a_row_is_trained_seed_by_seed_recorded_and_rendered_as_mean_and_std(tin
     assert main(run) == 0 and load_records(docs) == records
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("metrics.json")} == before
 
+    # a folder recorded by hand does not silently take the place of a seed's record
+    adding = [*root, "add", str(runs / f"imdb_lstm-{key}-s1"), "--row", "tiny lstm", "--note", "again"]
+    assert main(adding) == 2 and load_records(docs) == records
+    assert main([*adding, "--replace"]) == 0
+    assert load_records(docs)[f"imdb/imdb_lstm-{key}-s1.json"]["note"] == "again"
     (docs / "runs" / "imdb" / "stray.json").write_text(json.dumps(first))
     assert main([*root, "render", "--check"]) == 1  # a record no row declares
 

@@ -7,6 +7,7 @@ list    the declared rows, with the seeds that have records
 run     train every seed of ROW that has no record (one run folder per seed under --runs-dir, resumable:
         a finished folder is read again, an interrupted one continues), recording each as it finishes
 add     record a completed run folder (made by hand: a GPU run, eval.py, ensemble.py) as a seed of ROW
+        (a seed already recorded only with --replace)
 render  rewrite every <!-- results:<table> --> block of README.md and docs/ from the records;
         --check changes nothing and says what is stale: pages, records no row declares, seeds with no
         record (exit 1), as the test suite does"""
@@ -48,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     adding.add_argument("run_dir", type=Path)
     adding.add_argument("--row", required=True, help="the row's name, as published.yaml spells it")
     adding.add_argument("--note", default=None, help="what a reader of the record should know about this run")
+    adding.add_argument("--replace", action="store_true", help="record it in place of the seed's existing record")
     rendering = commands.add_parser("render", help="rewrite the result tables of README.md and docs/")
     rendering.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything is stale")
     return parser
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {path}")
             return 0
         if args.command == "add":
-            print(f"wrote {add(args.run_dir, docs, args.row, args.note)}")
+            print(f"wrote {add(args.run_dir, docs, args.row, args.note, args.replace)}")
             return 0
         stale = render(docs, pages(args.root), check=args.check)
         unlisted, missing = unlisted_and_missing(docs) if args.check else ([], [])

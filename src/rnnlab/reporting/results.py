@@ -121,13 +121,22 @@ def summarize(run_dir: Path, table: str, row: str, note: str | None = None) -> d
     return summary
 
 
-def add(run_dir: Path, docs: Path, row_name: str, note: str | None = None) -> Path:
-    """Record a completed run folder as one seed of a declared row (its seed read from the folder)."""
+def add(run_dir: Path, docs: Path, row_name: str, note: str | None = None, replace: bool = False) -> Path:
+    """Record a completed run folder as one seed of a declared row (its seed read from the folder).
+
+    A seed's record is replaced only when asked: an ``eval.py`` folder carries the ``seed=`` it was given
+    (1 unless told), not the seed that trained its checkpoint, and would silently take another seed's place.
+    """
     row = find_row(load_rows(docs), row_name, docs / "published.yaml")
     record = summarize(run_dir, row.table, row.name, note)
     if record["seed"] not in row.seeds:
         raise RnnlabError(f"{run_dir} ran seed {record['seed']}; row {row.name!r} declares seeds {list(row.seeds)}")
     path = docs / RECORDS / row.record_name(record["seed"])
+    if path.exists() and not replace:
+        raise RnnlabError(
+            f"{path} already records seed {record['seed']} of {row.name!r}; {run_dir} ran seed {record['seed']} "
+            f"(eval.py: pass the checkpoint's seed=N), or add --replace to record it in that one's place"
+        )
     atomic_write_json(path, record)
     return path
 
